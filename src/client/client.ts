@@ -1,0 +1,101 @@
+/** A small HTTP client for Paddock's API, used by the CLI and by tests. */
+
+export interface RpcStatusBody {
+  code: number;
+  message: string;
+  details: Record<string, unknown>[];
+}
+
+export class ApiError extends Error {
+  override readonly name = "ApiError";
+  constructor(
+    readonly httpStatus: number,
+    readonly status: RpcStatusBody,
+  ) {
+    super(status.message);
+  }
+
+  get reason(): string | undefined {
+    const info = this.status.details.find((d) =>
+      String(d["@type"]).endsWith("google.rpc.ErrorInfo"),
+    );
+    return info?.reason as string | undefined;
+  }
+
+  get fieldViolations(): { field: string; description: string }[] {
+    const bad = this.status.details.find((d) =>
+      String(d["@type"]).endsWith("google.rpc.BadRequest"),
+    );
+    return (bad?.fieldViolations as { field: string; description: string }[] | undefined) ?? [];
+  }
+}
+
+export class PaddockClient {
+  constructor(
+    readonly server: string,
+    private readonly token: string | undefined,
+  ) {}
+
+  async call<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    body?: unknown,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let response: Response;
+    try {
+      response = await fetch(new URL(path, this.server), {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    } catch (error) {
+      const cause =
+        (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
+      throw new ApiError(0, {
+        code: 14,
+        message: `cannot reach the Paddock server at ${this.server} (${cause}); is 'paddock serve' running?`,
+        details: [],
+      });
+    }
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = text === "" ? {} : JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    if (!response.ok) {
+      const status = isStatus(parsed)
+        ? parsed
+        : { code: 2, message: `HTTP ${response.status}: ${text.slice(0, 200)}`, details: [] };
+      throw new ApiError(response.status, status);
+    }
+    return parsed as T;
+  }
+
+  get<T = Record<string, unknown>>(path: string): Promise<T> {
+    return this.call<T>("GET", path);
+  }
+  post<T = Record<string, unknown>>(path: string, body: unknown = {}): Promise<T> {
+    return this.call<T>("POST", path, body);
+  }
+  patch<T = Record<string, unknown>>(path: string, body: unknown): Promise<T> {
+    return this.call<T>("PATCH", path, body);
+  }
+  delete<T = Record<string, unknown>>(path: string): Promise<T> {
+    return this.call<T>("DELETE", path);
+  }
+}
+
+function isStatus(value: unknown): value is RpcStatusBody {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as RpcStatusBody).message === "string"
+  );
+}

@@ -1,0 +1,64 @@
+import { Command, CommanderError, Option } from "commander";
+import { registerAdminCommands } from "./cli/admin.js";
+import { CliError, describeFailure } from "./cli/context.js";
+import { registerLoginCommand } from "./cli/login.js";
+import { registerProfileCommands } from "./cli/profile.js";
+import { registerRunnerCommands } from "./cli/runner.js";
+import { registerServeCommand } from "./cli/serve.js";
+import { AppError } from "./errors.js";
+import { VERSION } from "./version.js";
+
+/** Exit status: 0 success, 1 a failed call, 2 a usage error. */
+export function buildProgram(): Command {
+  const program = new Command("paddock")
+    .description("Paddock: a self-hostable sandbox control plane")
+    .version(VERSION)
+    .option("--server <url>", "Paddock server (env PADDOCK_SERVER)")
+    .option("--token <token>", "API token (env PADDOCK_TOKEN)")
+    .addOption(
+      new Option("-o, --output <format>", "output format")
+        .choices(["table", "json", "yaml"])
+        .default("table"),
+    )
+    .showHelpAfterError()
+    .exitOverride();
+  registerServeCommand(program);
+  registerLoginCommand(program);
+  const sandbox = program.command("sandbox").description("Sandboxes, profiles and runners");
+  registerProfileCommands(sandbox);
+  registerRunnerCommands(sandbox);
+  registerAdminCommands(program);
+  for (const command of allCommands(program)) command.exitOverride();
+  return program;
+}
+
+function allCommands(command: Command): Command[] {
+  return [command, ...command.commands.flatMap(allCommands)];
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    if ((error as { reported?: boolean }).reported) return 1;
+    if (error instanceof CliError) {
+      process.stderr.write(`${describeFailure(error)}\n`);
+      return error.exitCode;
+    }
+    if (error instanceof AppError && error.code === "INVALID_ARGUMENT") {
+      process.stderr.write(`error: ${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`${describeFailure(error)}\n`);
+    return 1;
+  }
+}
+
+const code = await runCli(process.argv);
+// `serve` keeps running; every other command ends here.
+if (code !== 0 || !process.argv.slice(2).includes("serve")) {
+  process.exitCode = code;
+}

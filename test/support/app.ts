@@ -1,0 +1,67 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { bootstrap } from "../../src/bootstrap.js";
+import { systemClock } from "../../src/clock.js";
+import { buildApp, buildServices } from "../../src/server.js";
+import { type OpenedStore, openStore, type StoreLocation } from "../../src/store/database.js";
+
+export interface TestResponse {
+  status: number;
+  body: any;
+}
+
+export interface TestApp {
+  store: OpenedStore;
+  adminToken: string;
+  call(method: string, path: string, body?: unknown, token?: string): Promise<TestResponse>;
+  /** Sends a raw body text (for syntax and duplicate-key tests). */
+  callRaw(method: string, path: string, text: string, token?: string): Promise<TestResponse>;
+  close(): Promise<void>;
+}
+
+export const ADMIN_TOKEN = "pdk_test-admin-token";
+
+/** The real app on an in-memory PGlite store (or the given one), called in-process. */
+export async function startTestApp(location: StoreLocation = { kind: "memory" }): Promise<TestApp> {
+  const store = await openStore(location);
+  const dataDir = mkdtempSync(join(tmpdir(), "paddock-test-"));
+  await bootstrap(store.db, {
+    localRunner: true,
+    bootstrapToken: ADMIN_TOKEN,
+    dataDir,
+    clock: systemClock,
+  });
+  const services = buildServices(store);
+  const app = buildApp(store, services, pino({ level: "silent" }));
+  const callRaw = async (
+    method: string,
+    path: string,
+    text: string | undefined,
+    token = ADMIN_TOKEN,
+  ) => {
+    const headers: Record<string, string> = {};
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (text !== undefined) headers["content-type"] = "application/json";
+    const response = await app.request(path, {
+      method,
+      headers,
+      ...(text !== undefined ? { body: text } : {}),
+    });
+    const raw = await response.text();
+    let body: unknown = raw;
+    try {
+      body = JSON.parse(raw);
+    } catch {}
+    return { status: response.status, body };
+  };
+  return {
+    store,
+    adminToken: ADMIN_TOKEN,
+    call: (method, path, body, token) =>
+      callRaw(method, path, body === undefined ? undefined : JSON.stringify(body), token),
+    callRaw: (method, path, text, token) => callRaw(method, path, text, token),
+    close: () => store.close(),
+  };
+}
