@@ -203,7 +203,12 @@ export function parseEditRunner(raw: unknown, runnerId: string): RunnerFields {
     throw invalidArgument([
       { field: "runner", description: `expected an object, found ${kindOf(raw)}` },
     ]);
-  const body = "runner" in raw ? raw.runner : raw;
+  let body: unknown = raw;
+  if ("runner" in raw) {
+    const extra = Object.keys(raw).find((k) => k !== "runner");
+    if (extra) throw invalidArgument([{ field: extra, description: "unknown field" }]);
+    body = raw.runner;
+  }
   const { fields, innerRunnerId } = parseRunnerFields(body, "edit");
   if (innerRunnerId && innerRunnerId !== runnerId) {
     throw invalidArgument([

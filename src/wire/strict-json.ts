@@ -106,7 +106,17 @@ export function parseYamlOrJson(text: string): unknown {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   const problem = doc.errors[0];
   if (problem) {
-    throw new PayloadSyntaxError(`invalid YAML: ${problem.message.split("\n")[0]}`);
+    const where = problem.linePos?.[0]
+      ? ` at line ${problem.linePos[0].line}, column ${problem.linePos[0].col}`
+      : "";
+    if (problem.code === "DUPLICATE_KEY") {
+      // The error points at the key's first character; read the whole key from there.
+      const token =
+        /^("(?:[^"\\]|\\.)*"|'[^']*'|[^:,}\n]+)/.exec(text.slice(problem.pos[0]))?.[1] ?? "";
+      const key = token.trim().replace(/^["']|["']$/g, "");
+      throw new PayloadSyntaxError(`duplicate key ${JSON.stringify(key)}${where}`);
+    }
+    throw new PayloadSyntaxError(`invalid YAML${where}: ${problem.message.split("\n")[0]}`);
   }
   return doc.toJS({ maxAliasCount: 100 });
 }
