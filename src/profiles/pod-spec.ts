@@ -1,6 +1,6 @@
 import { PodSpec } from "kubernetes-models/v1/PodSpec";
 import type { FieldViolation } from "../errors.js";
-import { joinPath } from "../wire/proto-json.js";
+import { describeFound, joinPath, valueAt } from "../wire/proto-json.js";
 
 interface SchemaError {
   instancePath: string;
@@ -33,10 +33,12 @@ export function podSpecViolations(
       messages.push(e.message ?? e.keyword);
       byPath.set(e.instancePath, messages);
     }
-    return [...byPath].map(([pointer, messages]) => ({
-      field: joinPath(basePath, pointerSegments(pointer)),
-      description: describe(messages),
-    }));
+    return [...byPath].map(([pointer, messages]) => {
+      const path = pointerSegments(pointer);
+      const found = valueAt(partial, path);
+      const shown = found === undefined ? "" : `, found ${describeFound(found)}`;
+      return { field: joinPath(basePath, path), description: `${describe(messages)}${shown}` };
+    });
   }
 }
 

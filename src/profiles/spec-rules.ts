@@ -1,7 +1,7 @@
 import ipaddr from "ipaddr.js";
 import type { FieldViolation } from "../errors.js";
 import { dns1123LabelProblem, labelValueProblem, qualifiedKeyProblem } from "../resources/names.js";
-import { quantityValue } from "../resources/quantity.js";
+import { quantityMillis } from "../resources/quantity.js";
 import { joinPath } from "../wire/proto-json.js";
 import { podSpecViolations } from "./pod-spec.js";
 import type {
@@ -52,16 +52,16 @@ export function resourceViolations(
   basePath: string,
 ): FieldViolation[] {
   const out: FieldViolation[] = [];
-  const values: Record<string, number> = {};
+  const values: Record<string, bigint> = {};
   for (const [key, text] of Object.entries(resources)) {
     if (text === undefined || text === "") continue;
-    const value = quantityValue(text);
+    const value = quantityMillis(text);
     if (value === undefined) {
       out.push({
         field: `${basePath}.${key}`,
         description: `must be a Kubernetes quantity such as 500m, 2 or 4Gi, found ${JSON.stringify(text)}`,
       });
-    } else if (value < 0) {
+    } else if (value < 0n) {
       out.push({
         field: `${basePath}.${key}`,
         description: `must not be negative, found ${JSON.stringify(text)}`,
@@ -257,14 +257,20 @@ function podViolations(pod: PodTemplate, basePath: string): FieldViolation[] {
   return out;
 }
 
-function isCidr(text: string): boolean {
-  if (!text.includes("/")) return false;
-  try {
-    ipaddr.parseCIDR(text);
-    return true;
-  } catch {
-    return false;
-  }
+/**
+ * An address and a prefix length, as Go's net.ParseCIDR reads them: IPv4 in
+ * four decimal parts (not ipaddr.js's shorthands such as `10/8`, `10.0.0/8`,
+ * hex or octal parts), IPv6 without a zone.
+ */
+export function isCidr(text: string): boolean {
+  const parts = text.split("/");
+  if (parts.length !== 2) return false;
+  const [address = "", prefix = ""] = parts;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  const bits = Number(prefix);
+  if (ipaddr.IPv4.isValidFourPartDecimal(address)) return bits <= 32;
+  if (ipaddr.IPv6.isValid(address) && !address.includes("%")) return bits <= 128;
+  return false;
 }
 
 function checkStrings(values: string[], basePath: string, out: FieldViolation[]): void {

@@ -119,6 +119,9 @@ export function canonicalSpec(spec: ProfileSpec): ProfileSpec {
         Object.entries(value).filter(([, v]) => typeof v === "string" && v !== ""),
       );
       if (Object.keys(kept).length > 0) out[key] = kept;
+    } else if (key === "nodeSelector" && isPlainObject(value)) {
+      // A proto3 map: empty means unset (sub-blocks are messages, where {} is a value).
+      if (Object.keys(value).length > 0) out[key] = value;
     } else if (!isEmptyValue(value)) {
       out[key] = value;
     }

@@ -30,7 +30,8 @@ export function snakeToCamel(key: string): string {
   return key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
-function describeFound(value: unknown): string {
+/** How a found value is shown in a message: `string "abc"`, `number 5`, `an object`. */
+export function describeFound(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
   if (typeof value === "object") return "an object";
@@ -59,6 +60,10 @@ export function normalizeProtoKeys(
     const shape = s.shape as Record<string, z.ZodType>;
     const out: Record<string, unknown> = {};
     for (const [key, child] of Object.entries(value)) {
+      if (key === UNSAFE_KEY) {
+        violations.push(unsafeKeyViolation(joinPath(basePath, [...path, key])));
+        continue;
+      }
       let name = key;
       if (!(key in shape)) {
         const camel = snakeToCamel(key);
@@ -82,6 +87,10 @@ export function normalizeProtoKeys(
     const valueSchema = s.valueType as z.ZodType;
     const out: Record<string, unknown> = {};
     for (const [key, child] of Object.entries(value)) {
+      if (key === UNSAFE_KEY) {
+        violations.push(unsafeKeyViolation(joinPath(basePath, [...path, key])));
+        continue;
+      }
       out[key] = normalizeProtoKeys(valueSchema, child, [...path, key], violations, basePath);
     }
     return out;
@@ -93,6 +102,13 @@ export function normalizeProtoKeys(
     );
   }
   return value;
+}
+
+/** Assigning this key sets an object's prototype instead, so it would silently vanish. */
+const UNSAFE_KEY = "__proto__";
+
+function unsafeKeyViolation(field: string): FieldViolation {
+  return { field, description: `the key ${UNSAFE_KEY} is not accepted` };
 }
 
 function snakeCase(camel: string): string {
@@ -144,7 +160,11 @@ export function issuesToViolations(
           ? `required, expected ${issue.expected}`
           : `expected ${issue.expected}, found ${describeFound(found)}`;
     } else if (issue.code === "invalid_value") {
-      description = `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, found ${describeFound(found)}`;
+      const expected = `one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
+      description =
+        found === undefined
+          ? `required, expected ${expected}`
+          : `expected ${expected}, found ${describeFound(found)}`;
     }
     out.push({ field: joinPath(basePath, issue.path), description });
   }
@@ -155,7 +175,7 @@ function depth(issues: readonly z.core.$ZodIssue[]): number {
   return Math.max(0, ...issues.map((i) => i.path.length));
 }
 
-function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+export function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   let current = input;
   for (const segment of path) {
     if (current === null || typeof current !== "object") return undefined;
