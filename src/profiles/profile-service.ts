@@ -140,7 +140,7 @@ function translateUnique(error: unknown, displayName: string): unknown {
   if (pgErrorCode(error) === PG_UNIQUE_VIOLATION) {
     return new AppError(
       "ALREADY_EXISTS",
-      `a profile template named '${displayName}' already exists in this organization`,
+      `displayName: a profile template named '${displayName}' already exists in this organization`,
       {
         reason: "PROFILE_EXISTS",
         fieldViolations: [
