@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Clock } from "./clock.js";
 import { IdentityRepo } from "./identity/identity-repo.js";
 import { hashToken, newTokenId, newTokenSecret } from "./identity/tokens.js";
@@ -57,6 +57,8 @@ export interface BootstrapResult {
 export async function bootstrap(db: Db, options: BootstrapOptions): Promise<BootstrapResult> {
   if ((await new IdentityRepo(db).countOrganizations()) > 0) return { created: false };
   const token = options.bootstrapToken || newTokenSecret();
+  const tokenFile = join(options.dataDir, "admin.token");
+  let wroteToken = false;
   const now = options.clock.now();
   try {
     await db.transaction().execute(async (trx) => {
@@ -117,13 +119,26 @@ export async function bootstrap(db: Db, options: BootstrapOptions): Promise<Boot
           updatedAt: now,
         });
       }
+      // Written before the commit: a store whose admin token nobody knows is
+      // worse than a stale file, which the catch below removes.
+      writeTokenFile(tokenFile, token);
+      wroteToken = true;
     });
   } catch (error) {
+    if (wroteToken) rmSync(tokenFile, { force: true });
     if (pgErrorCode(error) === PG_UNIQUE_VIOLATION) return { created: false };
     throw error;
   }
-  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-  const tokenFile = join(options.dataDir, "admin.token");
-  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   return { created: true, tokenFile };
+}
+
+function writeTokenFile(path: string, token: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const temporary = `${path}.${process.pid}.tmp`;
+  try {
+    writeFileSync(temporary, `${token}\n`, { mode: 0o600 });
+    renameSync(temporary, path);
+  } finally {
+    rmSync(temporary, { force: true });
+  }
 }

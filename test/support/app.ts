@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -62,6 +62,9 @@ export async function startTestApp(location: StoreLocation = { kind: "memory" })
     call: (method, path, body, token) =>
       callRaw(method, path, body === undefined ? undefined : JSON.stringify(body), token),
     callRaw: (method, path, text, token) => callRaw(method, path, text, token),
-    close: () => store.close(),
+    async close() {
+      await store.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
   };
 }
