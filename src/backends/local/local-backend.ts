@@ -1,0 +1,610 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import {
+  accessSync,
+  chmodSync,
+  chownSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
+import { AppError } from "../../errors.js";
+import { cpuMillicores, memoryBytes } from "../../resources/quantity.js";
+import type {
+  Backend,
+  ExecRequest,
+  ExecResult,
+  InteractiveSession,
+  LogRequest,
+  ObservedSandbox,
+  SandboxAssignment,
+} from "../backend.js";
+import { bwrapArgs, etcFiles, sandboxEnv, WORKDIR } from "./bwrap.js";
+import {
+  type CgroupLayout,
+  DEFAULT_PIDS_MAX,
+  detectLayout,
+  listSandboxCgroups,
+  removeParentGroups,
+  SandboxCgroup,
+} from "./cgroups.js";
+import { runHelper } from "./helper-process.js";
+import { LogWriter, streamLog } from "./logs.js";
+
+/** Sandboxes run as host uids from here up, one per sandbox: never as host root. */
+const FIRST_UID = 300_000;
+const MAX_SANDBOXES = 60_000;
+/** Runtime classes the local backend runs with bubblewrap. */
+const BWRAP_CLASSES = new Set(["", "runc", "bwrap", "bubblewrap"]);
+
+export interface LocalBackendOptions {
+  /** Where sandboxes' files and logs live (under the data dir). */
+  stateDir: string;
+  /** Directory holding paddock-nsexec and paddock-pause. */
+  helperDir: string;
+  bwrapPath?: string;
+}
+
+interface LocalSandbox {
+  id: string;
+  uid: number;
+  dir: string;
+  cgroup: SandboxCgroup;
+  process: ChildProcess | undefined;
+  /** Host pid of the sandbox's pid 1 (bubblewrap's init inside the namespaces). */
+  initPid: number;
+  env: Record<string, string>;
+  observed: ObservedSandbox;
+  stopRequested: boolean;
+  exited: Promise<void>;
+}
+
+/**
+ * Runs sandboxes on this machine with bubblewrap: user, pid, ipc, uts,
+ * mount and network namespaces, every capability dropped, no-new-privs,
+ * cgroup limits, the sandbox's root mapped to an unprivileged host uid.
+ */
+export class LocalBackend implements Backend {
+  readonly kind = "local" as const;
+  private readonly sandboxes = new Map<string, LocalSandbox>();
+  private readonly usedUids = new Set<number>();
+  private readonly cgroups: CgroupLayout | undefined;
+  private readonly bwrap: string;
+  private readonly nsexec: string;
+
+  constructor(private readonly options: LocalBackendOptions) {
+    this.cgroups = detectLayout();
+    this.bwrap = options.bwrapPath ?? findExecutable("bwrap") ?? "bwrap";
+    this.nsexec = join(options.helperDir, "paddock-nsexec");
+    // Traversable (not listable) by the sandboxes' own uids, which bubblewrap runs as.
+    mkdirSync(join(options.stateDir, "sandboxes"), { recursive: true, mode: 0o711 });
+    chmodSync(options.stateDir, 0o711);
+    chmodSync(join(options.stateDir, "sandboxes"), 0o711);
+  }
+
+  unavailableReason(): string | undefined {
+    if (process.platform !== "linux")
+      return `the local backend needs Linux namespaces; this host runs ${process.platform}`;
+    if (!existsSync(this.bwrap))
+      return "bubblewrap (bwrap) is not installed: install the 'bubblewrap' package";
+    for (const helper of ["paddock-nsexec", "paddock-pause"]) {
+      if (!isExecutable(join(this.options.helperDir, helper))) {
+        return `${helper} is missing from ${this.options.helperDir}: run 'npm run build' (it needs a C compiler)`;
+      }
+    }
+    if (process.getuid?.() !== 0)
+      return "the local backend currently runs sandboxes as root only (to map each sandbox to its own host uid and cgroup)";
+    if (!this.cgroups)
+      return "no cgroup hierarchy with memory, cpu or pids controllers is mounted under /sys/fs/cgroup";
+    return undefined;
+  }
+
+  async start(
+    assignment: SandboxAssignment,
+    onChange: (o: ObservedSandbox) => void,
+  ): Promise<ObservedSandbox> {
+    const { sandboxId, spec } = assignment;
+    const existing = this.sandboxes.get(sandboxId);
+    if (existing) return existing.observed;
+    const unavailable = this.unavailableReason();
+    if (unavailable) return this.failed(sandboxId, unavailable);
+    if (!BWRAP_CLASSES.has(spec.runtimeClass)) {
+      return this.failed(
+        sandboxId,
+        `runtime class '${spec.runtimeClass}' is not available on this runner (the local backend runs: runc/bubblewrap)`,
+      );
+    }
+    if (spec.image) {
+      return this.failed(
+        sandboxId,
+        `image '${spec.image}' is not in this runner's local image store`,
+      );
+    }
+    if (spec.egress && spec.egress.type !== "none") {
+      return this.failed(
+        sandboxId,
+        `egress mode '${spec.egress.mode}' (type ${spec.egress.type}) is not supported by the local backend yet`,
+      );
+    }
+    if (spec.ingress) {
+      return this.failed(
+        sandboxId,
+        `exposure level '${spec.ingress.level}' is not supported by the local backend yet`,
+      );
+    }
+
+    const uid = this.allocateUid();
+    const dir = join(this.options.stateDir, "sandboxes", sandboxId);
+    const dirs = {
+      tmp: join(dir, "tmp"),
+      home: join(dir, "home"),
+      workspace: join(dir, "workspace"),
+      etc: join(dir, "etc"),
+      upper: join(dir, "upper"),
+      work: join(dir, "work"),
+    };
+    const cgroup = SandboxCgroup.for(this.cgroups as CgroupLayout, sandboxId);
+    const hostname = `sandbox-${sandboxId.slice(0, 8)}`;
+    const env = sandboxEnv(spec.env, hostname);
+    const observed: ObservedSandbox = {
+      sandboxId,
+      status: "SANDBOX_STATUS_CREATING",
+      statusReason: "",
+      exitCode: null,
+      startedAtMs: null,
+      serviceAddress: "",
+      exposedPorts: [],
+    };
+    let resolveExited: () => void = () => undefined;
+    const sandbox: LocalSandbox = {
+      id: sandboxId,
+      uid,
+      dir,
+      cgroup,
+      process: undefined,
+      initPid: 0,
+      env,
+      observed,
+      stopRequested: false,
+      exited: new Promise((r) => {
+        resolveExited = r;
+      }),
+    };
+    this.sandboxes.set(sandboxId, sandbox);
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o711 });
+      writeFileSync(join(dir, "state.json"), JSON.stringify({ sandboxId, uid }));
+      for (const d of Object.values(dirs)) {
+        mkdirSync(d, { recursive: true, mode: 0o755 });
+        chownSync(d, uid, uid);
+      }
+      for (const [name, content] of Object.entries(etcFiles(hostname)))
+        writeFileSync(join(dirs.etc, name), content);
+      const mountedFiles = spec.mountedFiles.map((f, i) => {
+        const hostPath = join(dir, `mounted-${i}`);
+        writeFileSync(hostPath, Buffer.from(f.fileContentBase64, "base64"), { mode: 0o644 });
+        return { hostPath, sandboxPath: f.mountPath };
+      });
+      cgroup.create({
+        memoryBytes: spec.memoryLimit ? memoryBytes(spec.memoryLimit) : undefined,
+        cpuMillicores: spec.cpuLimit ? cpuMillicores(spec.cpuLimit) : undefined,
+        cpuRequestMillicores: spec.cpuRequest ? cpuMillicores(spec.cpuRequest) : undefined,
+        pidsMax: DEFAULT_PIDS_MAX,
+      });
+      const args = bwrapArgs(
+        {
+          imageRoot: undefined,
+          dirs,
+          helperDir: this.options.helperDir,
+          hostname,
+          ownNetwork: false,
+          env: spec.env,
+          mountedFiles,
+          command: spec.command,
+          statusFd: 3,
+          networkFiles: [],
+        },
+        existsSync,
+      );
+      const procs = cgroup.procsFiles().flatMap((f) => ["-c", f]);
+      const child = spawn(this.nsexec, ["-u", String(uid), ...procs, "--", this.bwrap, ...args], {
+        stdio: ["ignore", "pipe", "pipe", "pipe"],
+      });
+      sandbox.process = child;
+      const log = new LogWriter(join(dir, "log"));
+      child.stdout?.on("data", (c: Buffer) => log.write("stdout", c));
+      child.stderr?.on("data", (c: Buffer) => log.write("stderr", c));
+      let bwrapExitCode: number | undefined;
+      const started = new Promise<void>((resolve, reject) => {
+        const status = child.stdio[3];
+        if (!status || !("on" in status)) return reject(new Error("no status pipe"));
+        const lines = createInterface({ input: status as NodeJS.ReadableStream });
+        lines.on("line", (line) => {
+          try {
+            const message = JSON.parse(line) as { "child-pid"?: number; "exit-code"?: number };
+            if (message["child-pid"] !== undefined) {
+              sandbox.initPid = message["child-pid"];
+              resolve();
+            }
+            if (message["exit-code"] !== undefined) bwrapExitCode = message["exit-code"];
+          } catch {
+            // not a status line
+          }
+        });
+        child.once("exit", () => reject(new Error("the sandbox exited before it started")));
+        child.once("error", reject);
+      });
+      child.once("close", (code, signal) => {
+        log.close();
+        const exitCode = bwrapExitCode ?? code ?? (signal ? 128 : 1);
+        if (sandbox.stopRequested) {
+          this.update(
+            sandbox,
+            { status: "SANDBOX_STATUS_TERMINATED", statusReason: "stopped", exitCode },
+            onChange,
+          );
+        } else if (exitCode === 0) {
+          this.update(
+            sandbox,
+            { status: "SANDBOX_STATUS_COMPLETED", statusReason: "exited with code 0", exitCode },
+            onChange,
+          );
+        } else {
+          const reason = cgroup.oomKilled()
+            ? `killed: out of memory (memory limit ${spec.memoryLimit})`
+            : `exited with code ${exitCode}`;
+          this.update(
+            sandbox,
+            { status: "SANDBOX_STATUS_FAILED", statusReason: reason, exitCode },
+            onChange,
+          );
+        }
+        resolveExited();
+      });
+      await started;
+      this.update(
+        sandbox,
+        { status: "SANDBOX_STATUS_RUNNING", statusReason: "", startedAtMs: Date.now() },
+        undefined,
+      );
+      return sandbox.observed;
+    } catch (error) {
+      sandbox.process?.kill("SIGKILL");
+      resolveExited();
+      await this.cleanup(sandbox);
+      this.sandboxes.delete(sandboxId);
+      return this.failed(sandboxId, `could not start: ${(error as Error).message}`);
+    }
+  }
+
+  private failed(sandboxId: string, reason: string): ObservedSandbox {
+    return {
+      sandboxId,
+      status: "SANDBOX_STATUS_FAILED",
+      statusReason: reason,
+      exitCode: null,
+      startedAtMs: null,
+      serviceAddress: "",
+      exposedPorts: [],
+    };
+  }
+
+  private update(
+    sandbox: LocalSandbox,
+    change: Partial<ObservedSandbox>,
+    onChange: ((o: ObservedSandbox) => void) | undefined,
+  ): void {
+    sandbox.observed = { ...sandbox.observed, ...change };
+    onChange?.(sandbox.observed);
+  }
+
+  private allocateUid(): number {
+    for (let slot = 0; slot < MAX_SANDBOXES; slot++) {
+      const uid = FIRST_UID + slot;
+      if (!this.usedUids.has(uid)) {
+        this.usedUids.add(uid);
+        return uid;
+      }
+    }
+    throw new AppError("RESOURCE_EXHAUSTED", "this runner holds as many sandboxes as it can", {
+      reason: "RUNNER_FULL",
+    });
+  }
+
+  async stop(sandboxId: string, gracefulShutdownSeconds: number): Promise<void> {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (
+      !sandbox?.process ||
+      sandbox.process.exitCode !== null ||
+      sandbox.process.signalCode !== null
+    )
+      return;
+    sandbox.stopRequested = true;
+    this.update(sandbox, { status: "SANDBOX_STATUS_TERMINATING" }, undefined);
+    // SIGTERM to everything inside except the sandbox's init, which would just die and take all with it.
+    for (const pid of sandbox.cgroup.pids()) {
+      if (pid !== sandbox.initPid && pid !== sandbox.process.pid) signal(pid, "SIGTERM");
+    }
+    const graceMs = Math.max(0, gracefulShutdownSeconds) * 1000;
+    const done = await Promise.race([
+      sandbox.exited.then(() => true),
+      sleep(graceMs).then(() => false),
+    ]);
+    if (!done) {
+      for (const pid of sandbox.cgroup.pids()) signal(pid, "SIGKILL");
+      await sandbox.exited;
+    }
+  }
+
+  async remove(sandboxId: string): Promise<void> {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (sandbox) {
+      await this.stop(sandboxId, 0);
+      await this.cleanup(sandbox);
+      this.sandboxes.delete(sandboxId);
+    } else {
+      await this.cleanupLeftovers(sandboxId);
+    }
+  }
+
+  private async cleanup(sandbox: LocalSandbox): Promise<void> {
+    await sandbox.cgroup.destroy();
+    rmSync(sandbox.dir, { recursive: true, force: true });
+    this.usedUids.delete(sandbox.uid);
+  }
+
+  /** After a restart: whatever a sandbox of this id left on the host. */
+  private async cleanupLeftovers(sandboxId: string): Promise<void> {
+    if (this.cgroups) await SandboxCgroup.for(this.cgroups, sandboxId).destroy();
+    rmSync(join(this.options.stateDir, "sandboxes", sandboxId), { recursive: true, force: true });
+  }
+
+  /**
+   * Sandboxes this host still has traces of. Processes die with their runner
+   * (bubblewrap's --die-with-parent), so after a restart every one found on
+   * disk is reported failed; its logs stay readable until it is removed.
+   */
+  async observe(): Promise<ObservedSandbox[]> {
+    const root = join(this.options.stateDir, "sandboxes");
+    const ids = new Set<string>(existsSync(root) ? readdirSync(root) : []);
+    if (this.cgroups) for (const id of listSandboxCgroups(this.cgroups)) ids.add(id);
+    const out: ObservedSandbox[] = [];
+    for (const id of ids) {
+      const live = this.sandboxes.get(id);
+      if (live) {
+        out.push(live.observed);
+        continue;
+      }
+      if (this.cgroups) await SandboxCgroup.for(this.cgroups, id).destroy();
+      out.push(
+        this.failed(id, "the runner restarted while the sandbox ran; its processes were stopped"),
+      );
+    }
+    return out;
+  }
+
+  private running(sandboxId: string): LocalSandbox {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (!sandbox || sandbox.observed.status !== "SANDBOX_STATUS_RUNNING" || sandbox.initPid === 0) {
+      throw new AppError("FAILED_PRECONDITION", `sandbox ${sandboxId} is not running`, {
+        reason: "SANDBOX_NOT_RUNNING",
+      });
+    }
+    return sandbox;
+  }
+
+  private enterArgs(sandbox: LocalSandbox): string[] {
+    return [
+      "-p",
+      String(sandbox.initPid),
+      ...sandbox.cgroup.procsFiles().flatMap((f) => ["-c", f]),
+    ];
+  }
+
+  async exec(sandboxId: string, request: ExecRequest, signal: AbortSignal): Promise<ExecResult> {
+    const sandbox = this.running(sandboxId);
+    const env = { ...sandbox.env, ...request.env };
+    const args = [
+      ...this.enterArgs(sandbox),
+      "-w",
+      request.workingDir || WORKDIR,
+      ...Object.entries(env).flatMap(([k, v]) => ["-e", `${k}=${v}`]),
+      "--",
+      ...request.command,
+    ];
+    const result = await runHelper(this.nsexec, args, {
+      stdin: request.stdin,
+      maxOutputBytes: request.maxOutputBytes,
+      timeoutMs: request.timeoutMs,
+      signal,
+    });
+    if (result.timedOut) {
+      throw new AppError(
+        "DEADLINE_EXCEEDED",
+        `command did not finish within ${request.timeoutMs} ms and was killed`,
+        {
+          reason: "COMMAND_TIMEOUT",
+        },
+      );
+    }
+    if (result.code === 125)
+      throw new AppError(
+        "FAILED_PRECONDITION",
+        `cannot enter sandbox ${sandboxId}: ${result.stderr.toString().trim()}`,
+        { reason: "SANDBOX_NOT_RUNNING" },
+      );
+    return {
+      stdout: result.stdout,
+      stderr: result.stderr,
+      exitCode: result.code,
+      stdoutTruncated: result.stdoutTruncated,
+      stderrTruncated: result.stderrTruncated,
+    };
+  }
+
+  async readFile(
+    sandboxId: string,
+    path: string,
+    maxBytes: number,
+    signal: AbortSignal,
+  ): Promise<Buffer> {
+    const sandbox = this.running(sandboxId);
+    const result = await runHelper(
+      this.nsexec,
+      [...this.enterArgs(sandbox), "-R", path, "-m", String(maxBytes)],
+      {
+        maxOutputBytes: maxBytes + 1,
+        signal,
+      },
+    );
+    if (result.code !== 0) throw fileError(path, result.stderr.toString(), maxBytes);
+    return result.stdout;
+  }
+
+  async writeFile(
+    sandboxId: string,
+    path: string,
+    content: Buffer,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const sandbox = this.running(sandboxId);
+    const result = await runHelper(this.nsexec, [...this.enterArgs(sandbox), "-W", path], {
+      stdin: content,
+      maxOutputBytes: 64 * 1024,
+      signal,
+    });
+    if (result.code !== 0) throw fileError(path, result.stderr.toString(), 0);
+  }
+
+  async logs(
+    sandboxId: string,
+    request: LogRequest,
+    onData: (chunk: Buffer) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const sandbox = this.sandboxes.get(sandboxId);
+    const path = join(this.options.stateDir, "sandboxes", sandboxId, "log");
+    let ended = sandbox === undefined;
+    void sandbox?.exited.then(() => {
+      ended = true;
+    });
+    await streamLog(path, { ...request, done: () => ended }, onData, signal);
+  }
+
+  async interactive(
+    sandboxId: string,
+    command: string[],
+    env: Record<string, string>,
+    tty: boolean,
+  ): Promise<InteractiveSession> {
+    const sandbox = this.running(sandboxId);
+    const args = [
+      ...this.enterArgs(sandbox),
+      "-w",
+      WORKDIR,
+      ...Object.entries({ ...sandbox.env, TERM: "xterm-256color", ...env }).flatMap(([k, v]) => [
+        "-e",
+        `${k}=${v}`,
+      ]),
+      ...(tty ? ["-t", "-r", "3"] : []),
+      "--",
+      ...command,
+    ];
+    const child = spawn(this.nsexec, args, { stdio: ["pipe", "pipe", "pipe", "pipe"] });
+    const listeners: ((data: Buffer) => void)[] = [];
+    child.stdout.on("data", (c: Buffer) => {
+      for (const l of listeners) l(c);
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      for (const l of listeners) l(c);
+    });
+    child.stdin.on("error", () => undefined);
+    const resize = child.stdio[3] as NodeJS.WritableStream | null;
+    resize?.on("error", () => undefined);
+    const exited = new Promise<number>((resolve) =>
+      child.once("close", (code) => resolve(code ?? 137)),
+    );
+    return {
+      write: (data) => child.stdin.write(data),
+      closeStdin: () => child.stdin.end(),
+      resize: (rows, cols) => resize?.write(`${rows} ${cols}\n`),
+      onOutput: (listener) => listeners.push(listener),
+      exited,
+      kill: () => child.kill("SIGTERM"),
+    };
+  }
+
+  /** Stops every sandbox and removes what Paddock made on the host for them. */
+  async shutdownAll(): Promise<void> {
+    await Promise.all([...this.sandboxes.keys()].map((id) => this.remove(id)));
+    if (this.cgroups) removeParentGroups(this.cgroups);
+  }
+
+  async close(): Promise<void> {
+    // Sandboxes die with this process (--die-with-parent); their files stay for logs.
+    for (const sandbox of this.sandboxes.values()) sandbox.process?.kill("SIGKILL");
+    await Promise.all([...this.sandboxes.values()].map((s) => s.exited));
+    for (const sandbox of this.sandboxes.values()) await sandbox.cgroup.destroy();
+    if (this.cgroups) removeParentGroups(this.cgroups);
+  }
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone already
+  }
+}
+
+function fileError(path: string, stderr: string, maxBytes: number): AppError {
+  const code = stderr.split(":")[0]?.trim();
+  if (code === "ENOENT" || code === "ENOTDIR") {
+    return new AppError("NOT_FOUND", `file ${path} not found in the sandbox`, {
+      reason: "FILE_NOT_FOUND",
+      metadata: { path },
+    });
+  }
+  if (code === "EFBIG") {
+    return new AppError("INVALID_ARGUMENT", `file ${path} is larger than ${maxBytes} bytes`, {
+      reason: "FILE_TOO_LARGE",
+      metadata: { path },
+    });
+  }
+  if (code === "EISDIR")
+    return new AppError("INVALID_ARGUMENT", `${path} is a directory`, {
+      reason: "IS_A_DIRECTORY",
+      metadata: { path },
+    });
+  if (code === "EACCES" || code === "EROFS") {
+    return new AppError("PERMISSION_DENIED", `${path}: ${stderr.trim()}`, {
+      reason: "FILE_PERMISSION_DENIED",
+      metadata: { path },
+    });
+  }
+  return new AppError("INTERNAL", `file ${path}: ${stderr.trim() || "the file helper failed"}`, {
+    reason: "FILE_IO",
+  });
+}
+
+function findExecutable(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(":")) {
+    const candidate = join(dir, name);
+    if (isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
