@@ -4,12 +4,13 @@ import { CliError, describeFailure } from "./cli/context.js";
 import { registerLoginCommand } from "./cli/login.js";
 import { registerProfileCommands } from "./cli/profile.js";
 import { registerRunnerCommands } from "./cli/runner.js";
+import { registerSandboxCommands } from "./cli/sandbox.js";
 import { registerServeCommand } from "./cli/serve.js";
 import { AppError } from "./errors.js";
 import { VERSION } from "./version.js";
 
-/** Exit status: 0 success, 1 a failed call, 2 a usage error. */
-export function buildProgram(): Command {
+/** Exit status: 0 success, 1 a failed call, 2 a usage error; exec and run exit with the command's code. */
+export function buildProgram(setExitCode: (code: number) => void): Command {
   const program = new Command("paddock")
     .description("Paddock: a self-hostable sandbox control plane")
     .version(VERSION)
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   const sandbox = program.command("sandbox").description("Sandboxes, profiles and runners");
   registerProfileCommands(sandbox);
   registerRunnerCommands(sandbox);
+  registerSandboxCommands(sandbox, setExitCode);
   registerAdminCommands(program);
   for (const command of allCommands(program)) command.exitOverride();
   return program;
@@ -37,10 +39,13 @@ function allCommands(command: Command): Command[] {
 }
 
 export async function runCli(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  let commandExitCode = 0;
+  const program = buildProgram((code) => {
+    commandExitCode = code;
+  });
   try {
     await program.parseAsync(argv);
-    return 0;
+    return commandExitCode;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
     if ((error as { reported?: boolean }).reported) return 1;

@@ -1,34 +1,75 @@
+import { createHash } from "node:crypto";
+import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join, resolve } from "node:path";
 import { serve } from "@hono/node-server";
 import { sql } from "kysely";
 import { type Logger, pino } from "pino";
-import { bootstrap } from "./bootstrap.js";
+import { LocalBackend } from "./backends/local/local-backend.js";
+import { bootstrap, DEFAULT_ORG, LOCAL_RUNNER } from "./bootstrap.js";
 import { type Clock, systemClock } from "./clock.js";
 import { parseListen, type ServeConfig } from "./config.js";
 import { createApp } from "./http/app.js";
+import { attachWebSockets } from "./http/websocket.js";
 import { IdentityService } from "./identity/identity-service.js";
 import { identityRoutes } from "./identity/routes.js";
 import { ProfileService } from "./profiles/profile-service.js";
 import { profileRoutes } from "./profiles/routes.js";
+import { RunnerAgent } from "./runners/agent.js";
+import { RunnerHub } from "./runners/hub.js";
+import { memoryLinkPair } from "./runners/protocol.js";
 import { runnerRoutes } from "./runners/routes.js";
 import { RunnerService } from "./runners/runner-service.js";
+import { sandboxRoutes } from "./sandboxes/routes.js";
+import { SandboxService } from "./sandboxes/sandbox-service.js";
 import { type OpenedStore, openStore, type StoreLocation } from "./store/database.js";
-import { VERSION } from "./version.js";
+import { PACKAGE_ROOT, VERSION } from "./version.js";
 
 export interface Services {
   identity: IdentityService;
   profiles: ProfileService;
   runners: RunnerService;
+  hub: RunnerHub;
+  sandboxes: SandboxService;
 }
 
 /** The composition root: every service wired by hand over one store. */
-export function buildServices(store: OpenedStore, clock: Clock = systemClock): Services {
+export function buildServices(
+  store: OpenedStore,
+  logger: Logger,
+  clock: Clock = systemClock,
+): Services {
   const identity = new IdentityService(store.db, clock);
+  const hub = new RunnerHub(store.db, logger, clock);
   return {
     identity,
     profiles: new ProfileService(store.db, clock),
     runners: new RunnerService(store.db, identity, clock),
+    hub,
+    sandboxes: new SandboxService(store.db, hub, clock),
   };
+}
+
+/**
+ * Runs the embedded local runner in this process, connected to the hub by
+ * an in-memory link: the same agent and protocol as `paddock runner start`.
+ */
+export async function startLocalRunner(
+  services: Services,
+  options: { dataDir: string; organizationId: string; runnerId: string },
+  logger: Logger,
+): Promise<LocalBackend> {
+  const backend = new LocalBackend({
+    instance: instanceName(options.dataDir),
+    helperDir: join(PACKAGE_ROOT, "dist", "native"),
+    ...(process.env.PADDOCK_LOCAL_ROOT ? { root: process.env.PADDOCK_LOCAL_ROOT } : {}),
+  });
+  const reason = backend.unavailableReason();
+  if (reason) logger.warn(`runner '${options.runnerId}' is unavailable: ${reason}`);
+  const [agentEnd, controlEnd] = memoryLinkPair();
+  services.hub.attach(controlEnd, options.organizationId, options.runnerId);
+  await new RunnerAgent(backend, logger).attach(agentEnd);
+  return backend;
 }
 
 export function buildApp(store: OpenedStore, services: Services, logger: Logger) {
@@ -37,7 +78,8 @@ export function buildApp(store: OpenedStore, services: Services, logger: Logger)
     routes: [
       ...identityRoutes(services.identity),
       ...profileRoutes(services.profiles),
-      ...runnerRoutes(services.runners),
+      ...runnerRoutes(services.runners, services.sandboxes),
+      ...sandboxRoutes(services.sandboxes),
     ],
     logger,
     version: VERSION,
@@ -50,6 +92,11 @@ export function buildApp(store: OpenedStore, services: Services, logger: Logger)
       }
     },
   });
+}
+
+/** A stable name for this data dir's runner, so that restarts find their own sandboxes and nobody else's. */
+export function instanceName(dataDir: string): string {
+  return createHash("sha256").update(resolve(dataDir)).digest("hex").slice(0, 12);
 }
 
 export interface RunningServer {
@@ -68,7 +115,7 @@ export async function startServer(
   logger: Logger = pino({ level: config.logLevel }),
 ): Promise<RunningServer> {
   const store = await openStore(storeLocation(config));
-  const services = buildServices(store);
+  const services = buildServices(store, logger);
   const boot = await bootstrap(store.db, {
     localRunner: config.localRunner,
     bootstrapToken: config.bootstrapToken,
@@ -80,12 +127,20 @@ export async function startServer(
       { tokenFile: boot.tokenFile },
       "bootstrapped organization 'default' and user 'admin'",
     );
+  const backend = config.localRunner
+    ? await startLocalRunner(
+        services,
+        { dataDir: config.dataDir, organizationId: DEFAULT_ORG, runnerId: LOCAL_RUNNER },
+        logger,
+      )
+    : undefined;
   const app = buildApp(store, services, logger);
   const { host, port } = parseListen(config.listen);
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
     s.once("error", reject);
   });
+  attachWebSockets(server as unknown as HttpServer, { ...services, logger });
   const address = server.address() as AddressInfo;
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${shownHost}:${address.port}`;
@@ -96,6 +151,10 @@ export async function startServer(
         server.close(() => resolve());
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
       });
+      // Sandboxes end with the runner; their records say so before the store closes.
+      await backend?.close();
+      await new Promise((resolve) => setImmediate(resolve));
+      await services.hub.idle();
       await store.close();
     },
   };

@@ -72,8 +72,8 @@ export interface Backend {
     assignment: SandboxAssignment,
     onChange: (observed: ObservedSandbox) => void,
   ): Promise<ObservedSandbox>;
-  /** SIGTERM, then SIGKILL after the grace period; resolves once nothing runs. */
-  stop(sandboxId: string, gracefulShutdownSeconds: number): Promise<void>;
+  /** SIGTERM, then SIGKILL after the grace period; resolves once nothing runs. `reason` becomes the statusReason. */
+  stop(sandboxId: string, gracefulShutdownSeconds: number, reason?: string): Promise<void>;
   /** Removes everything the sandbox left (processes, files, cgroups, network). */
   remove(sandboxId: string): Promise<void>;
   /** Sandboxes this backend knows of, e.g. after a restart. */

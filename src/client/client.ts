@@ -33,49 +33,19 @@ export class ApiError extends Error {
 export class PaddockClient {
   constructor(
     readonly server: string,
-    private readonly token: string | undefined,
+    readonly token: string | undefined,
   ) {}
 
+  /** A JSON call: the parsed answer, or an ApiError carrying the server's google.rpc.Status. */
   async call<T = Record<string, unknown>>(
     method: string,
     path: string,
     body?: unknown,
     signal?: AbortSignal,
   ): Promise<T> {
-    const headers: Record<string, string> = { accept: "application/json" };
-    if (this.token) headers.authorization = `Bearer ${this.token}`;
-    if (body !== undefined) headers["content-type"] = "application/json";
-    let response: Response;
-    try {
-      response = await fetch(new URL(path, this.server), {
-        method,
-        headers,
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        ...(signal ? { signal } : {}),
-      });
-    } catch (error) {
-      const cause =
-        (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
-      throw new ApiError(0, {
-        code: 14,
-        message: `cannot reach the Paddock server at ${this.server} (${cause}); is 'paddock serve' running?`,
-        details: [],
-      });
-    }
+    const response = await this.request(method, path, body, signal);
     const text = await response.text();
-    let parsed: unknown;
-    try {
-      parsed = text === "" ? {} : JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
-    if (!response.ok) {
-      const status = isStatus(parsed)
-        ? parsed
-        : { code: 2, message: `HTTP ${response.status}: ${text.slice(0, 200)}`, details: [] };
-      throw new ApiError(response.status, status);
-    }
-    return parsed as T;
+    return (text === "" ? {} : JSON.parse(text)) as T;
   }
 
   get<T = Record<string, unknown>>(path: string): Promise<T> {
@@ -90,6 +60,64 @@ export class PaddockClient {
   delete<T = Record<string, unknown>>(path: string): Promise<T> {
     return this.call<T>("DELETE", path);
   }
+
+  /** A raw answer (file bytes). */
+  async bytes(path: string): Promise<Buffer> {
+    return Buffer.from(await (await this.request("GET", path)).arrayBuffer());
+  }
+
+  /** A streamed answer (logs), chunk by chunk. */
+  async *stream(path: string): AsyncGenerator<Buffer> {
+    const response = await this.request("GET", path);
+    if (!response.body) return;
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>)
+      yield Buffer.from(chunk);
+  }
+
+  private async request(
+    method: string,
+    path: string,
+    body?: unknown,
+    signal?: AbortSignal,
+  ): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let response: Response;
+    try {
+      response = await fetch(new URL(path, this.server), {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    } catch (error) {
+      throw unreachable(this.server, error);
+    }
+    if (response.ok) return response;
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    throw new ApiError(
+      response.status,
+      isStatus(parsed)
+        ? parsed
+        : { code: 2, message: `HTTP ${response.status}: ${text.slice(0, 200)}`, details: [] },
+    );
+  }
+}
+
+function unreachable(server: string, error: unknown): ApiError {
+  const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
+  return new ApiError(0, {
+    code: 14,
+    message: `cannot reach the Paddock server at ${server} (${cause}); is 'paddock serve' running?`,
+    details: [],
+  });
 }
 
 function isStatus(value: unknown): value is RpcStatusBody {

@@ -120,7 +120,8 @@ export function createApp(deps: AppDeps): Hono {
   app.get("/openapi.json", (c) => c.body(openapiText, 200, { "content-type": "application/json" }));
 
   for (const route of routes) {
-    const honoPath = route.path.replace(/\{(\w+)\}/g, ":$1");
+    let honoPath = route.path.replace(/\{(\w+)\}/g, ":$1");
+    if (route.greedyLastParam) honoPath += "{.+}";
     app.on(route.method.toUpperCase(), honoPath, async (c) => {
       let principal: Principal | undefined;
       if (!route.public)

@@ -28,6 +28,8 @@ export interface Route {
   request?: z.ZodType;
   response: z.ZodType;
   queryParams?: Record<string, string>;
+  /** The last path parameter takes the rest of the path, slashes included. */
+  greedyLastParam?: boolean;
   handle(ctx: RouteContext): Promise<unknown>;
 }
 

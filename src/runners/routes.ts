@@ -1,12 +1,14 @@
 import * as z from "zod";
 import { PAGE_PARAMS, pageQuery, type Route } from "../http/route.js";
+import { requireSandboxAdmin } from "../identity/identity.js";
+import type { SandboxService } from "../sandboxes/sandbox-service.js";
 import { CreateRunnerRequestSchema, RunnerInputSchema, RunnerWireSchema } from "./runner.js";
 import type { RunnerService } from "./runner-service.js";
 
 const BASE = "/v1beta2/sandbox/runners";
 const Wrapped = z.strictObject({ runner: RunnerWireSchema });
 
-export function runnerRoutes(runners: RunnerService): Route[] {
+export function runnerRoutes(runners: RunnerService, sandboxes: SandboxService): Route[] {
   const one = async (r: Parameters<RunnerService["toWire"]>[0][number]) => {
     const [wire] = await runners.toWire([r]);
     return { runner: wire };
@@ -65,7 +67,11 @@ export function runnerRoutes(runners: RunnerService): Route[] {
       queryParams: { force: "Stop the runner's sandboxes first instead of refusing." },
       response: z.strictObject({}),
       async handle(ctx) {
-        await runners.delete(ctx.principal, ctx.params.runnerId ?? "");
+        const runnerId = ctx.params.runnerId ?? "";
+        requireSandboxAdmin(ctx.principal);
+        await runners.get(ctx.principal, runnerId);
+        await sandboxes.drainRunner(ctx.principal, runnerId, ctx.query.get("force") === "true");
+        await runners.delete(ctx.principal, runnerId);
         return {};
       },
     },

@@ -106,6 +106,17 @@ export class RunnerRepo {
     return { items: await this.withBindings(items), nextPageToken };
   }
 
+  /** Every runner of the organization, for placement. */
+  async all(organizationId: string): Promise<Runner[]> {
+    const rows = await this.db
+      .selectFrom("runners")
+      .selectAll()
+      .where("organization_id", "=", organizationId)
+      .orderBy("runner_id")
+      .execute();
+    return this.withBindings(rows);
+  }
+
   /** Runners that bind the template, locked for update. */
   async bindingTemplate(organizationId: string, profileTemplateId: string): Promise<Runner[]> {
     const rows = await this.db
@@ -123,6 +134,31 @@ export class RunnerRepo {
       .forUpdate()
       .execute();
     return this.withBindings(rows);
+  }
+
+  /** Output-only fields that the connected agent reports. */
+  async setConnection(
+    organizationId: string,
+    runnerId: string,
+    change: {
+      connectionStatus?: ConnectionStatus;
+      lastHeartbeatAt?: Date;
+      backend?: string;
+      agentVersion?: string;
+    },
+  ): Promise<void> {
+    const set: Record<string, unknown> = {};
+    if (change.connectionStatus) set.connection_status = change.connectionStatus;
+    if (change.lastHeartbeatAt) set.last_heartbeat_at = change.lastHeartbeatAt;
+    if (change.backend !== undefined) set.backend = change.backend;
+    if (change.agentVersion !== undefined) set.agent_version = change.agentVersion;
+    if (Object.keys(set).length === 0) return;
+    await this.db
+      .updateTable("runners")
+      .set(set)
+      .where("organization_id", "=", organizationId)
+      .where("runner_id", "=", runnerId)
+      .execute();
   }
 
   async delete(organizationId: string, runnerId: string): Promise<boolean> {

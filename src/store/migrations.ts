@@ -84,6 +84,40 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0002_sandboxes": {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        `create table sandboxes (
+            sandbox_id uuid primary key,
+            organization_id text not null,
+            user_id text not null,
+            runner_id text not null,
+            profile_id uuid not null,
+            profile_name text not null,
+            status text not null,
+            status_reason text not null,
+            desired text not null,
+            graceful_shutdown_seconds integer not null,
+            spec jsonb not null,
+            tags jsonb not null,
+            applied_egress_mode text not null,
+            applied_ingress_mode text not null,
+            service_address text not null,
+            exposed_ports jsonb not null,
+            exit_code integer,
+            started_at timestamptz,
+            expires_at timestamptz not null,
+            created_at timestamptz not null,
+            updated_at timestamptz not null,
+            foreign key (organization_id, runner_id) references runners on delete cascade
+          )`,
+        `create index sandboxes_page on sandboxes (organization_id, created_at, sandbox_id)`,
+        `create index sandboxes_runner on sandboxes (organization_id, runner_id)`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

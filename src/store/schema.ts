@@ -71,7 +71,32 @@ export interface RunnerBindingsTable {
   overrides: Json<Record<string, unknown>>;
 }
 
+export interface SandboxesTable {
+  sandbox_id: string;
+  organization_id: string;
+  user_id: string;
+  runner_id: string;
+  profile_id: string;
+  profile_name: string;
+  status: string;
+  status_reason: string;
+  desired: string;
+  graceful_shutdown_seconds: number;
+  spec: Json<Record<string, unknown>>;
+  tags: Json<string[]>;
+  applied_egress_mode: string;
+  applied_ingress_mode: string;
+  service_address: string;
+  exposed_ports: Json<number[]>;
+  exit_code: number | null;
+  started_at: Timestamp | null;
+  expires_at: Timestamp;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 export interface Database {
+  sandboxes: SandboxesTable;
   organizations: OrganizationsTable;
   users: UsersTable;
   api_tokens: ApiTokensTable;

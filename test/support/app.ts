@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { bootstrap } from "../../src/bootstrap.js";
 import { systemClock } from "../../src/clock.js";
-import { buildApp, buildServices } from "../../src/server.js";
+import type { RunnerHub } from "../../src/runners/hub.js";
+import { buildApp, buildServices, startLocalRunner } from "../../src/server.js";
 import { type OpenedStore, openStore, type StoreLocation } from "../../src/store/database.js";
 
 export interface TestResponse {
@@ -24,7 +25,10 @@ export interface TestApp {
 export const ADMIN_TOKEN = "pdk_test-admin-token";
 
 /** The real app on an in-memory PGlite store (or the given one), called in-process. */
-export async function startTestApp(location: StoreLocation = { kind: "memory" }): Promise<TestApp> {
+export async function startTestApp(
+  location: StoreLocation = { kind: "memory" },
+  options: { localRunner?: boolean } = {},
+): Promise<TestApp> {
   const store = await openStore(location);
   const dataDir = mkdtempSync(join(tmpdir(), "paddock-test-"));
   await bootstrap(store.db, {
@@ -33,8 +37,17 @@ export async function startTestApp(location: StoreLocation = { kind: "memory" })
     dataDir,
     clock: systemClock,
   });
-  const services = buildServices(store);
-  const app = buildApp(store, services, pino({ level: "silent" }));
+  const logger = pino({ level: process.env.PADDOCK_TEST_LOG ?? "silent" });
+  const services = buildServices(store, logger);
+  const backend = options.localRunner
+    ? await startLocalRunner(
+        services,
+        { dataDir, organizationId: "default", runnerId: "local" },
+        logger,
+      )
+    : undefined;
+  if (backend) await waitForRunner(services.hub);
+  const app = buildApp(store, services, logger);
   const callRaw = async (
     method: string,
     path: string,
@@ -63,8 +76,20 @@ export async function startTestApp(location: StoreLocation = { kind: "memory" })
       callRaw(method, path, body === undefined ? undefined : JSON.stringify(body), token),
     callRaw: (method, path, text, token) => callRaw(method, path, text, token),
     async close() {
+      await backend?.shutdownAll();
+      await services.hub.idle();
       await store.close();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+async function waitForRunner(hub: RunnerHub): Promise<void> {
+  for (let i = 0; i < 200 && !hub.isConnected("default", "local"); i++)
+    await new Promise((r) => setTimeout(r, 10));
+  if (!hub.isConnected("default", "local")) {
+    throw new Error(
+      `the local runner did not connect: ${hub.unavailableReason("default", "local") ?? "no reason given"}`,
+    );
+  }
 }

@@ -37,7 +37,20 @@ export const HOST_ETC_ENTRIES = [
   "ca-certificates",
 ];
 
-export function bwrapArgs(layout: BwrapLayout, exists: (path: string) => boolean): string[] {
+/**
+ * `exists` answers for host system paths; `fdFor` opens a private host path
+ * (the sandbox's own directories, the helpers) and returns the fd the child
+ * will have it on. Private paths are bound through fds because bubblewrap
+ * runs as the sandbox's unprivileged uid, which must not need (or get)
+ * search access to the data dir or the checkout.
+ */
+export function bwrapArgs(
+  layout: BwrapLayout,
+  exists: (path: string) => boolean,
+  fdFor: (hostPath: string) => number,
+): string[] {
+  const bind = (flag: "--bind" | "--ro-bind", hostPath: string, dest: string) =>
+    a.push(`${flag}-fd`, String(fdFor(hostPath)), dest);
   const a: string[] = [
     "--unshare-user",
     "--uid",
@@ -79,20 +92,21 @@ export function bwrapArgs(layout: BwrapLayout, exists: (path: string) => boolean
     ] as const) {
       if (exists(`/usr/${target.slice(4)}`)) a.push("--symlink", target, link);
     }
-    a.push("--bind", layout.dirs.etc, "/etc");
+    bind("--bind", layout.dirs.etc, "/etc");
     for (const entry of HOST_ETC_ENTRIES) {
       if (exists(`/etc/${entry}`)) a.push("--ro-bind", `/etc/${entry}`, `/etc/${entry}`);
     }
-    a.push("--bind", layout.dirs.home, "/root");
-    a.push("--bind", layout.dirs.tmp, "/tmp");
-    a.push("--dir", "/var", "--bind", layout.dirs.tmp, "/var/tmp");
+    bind("--bind", layout.dirs.home, "/root");
+    bind("--bind", layout.dirs.tmp, "/tmp");
+    a.push("--dir", "/var");
+    bind("--bind", layout.dirs.tmp, "/var/tmp");
   }
-  a.push("--bind", layout.dirs.workspace, WORKDIR);
+  bind("--bind", layout.dirs.workspace, WORKDIR);
   for (const file of layout.networkFiles)
     a.push("--ro-bind", file, `/etc/${file.split("/").pop()}`);
   a.push("--proc", "/proc", "--dev", "/dev");
-  a.push("--ro-bind", layout.helperDir, HELPER_DIR);
-  for (const f of layout.mountedFiles) a.push("--ro-bind", f.hostPath, f.sandboxPath);
+  bind("--ro-bind", layout.helperDir, HELPER_DIR);
+  for (const f of layout.mountedFiles) bind("--ro-bind", f.hostPath, f.sandboxPath);
   a.push("--chdir", WORKDIR, "--clearenv");
   for (const [key, value] of Object.entries(sandboxEnv(layout.env, layout.hostname)))
     a.push("--setenv", key, value);

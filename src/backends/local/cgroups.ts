@@ -6,10 +6,11 @@ import {
   rmdirSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 const ROOT = "/sys/fs/cgroup";
+/** Paddock's cgroups live under this, one subgroup per runner instance. */
 const GROUP = "paddock";
 const CPU_PERIOD_US = 100_000;
 /** Enough for real work, far too few for a fork bomb to hurt the host. */
@@ -29,18 +30,23 @@ export interface CgroupWrite {
   value: string;
 }
 
-export type CgroupLayout =
+export type CgroupLayout = (
   | { version: 1; controllers: Record<"memory" | "cpu" | "pids" | "freezer", string | undefined> }
-  | { version: 2; root: string };
+  | { version: 2; root: string }
+) & {
+  /** This runner's own group below each controller: `paddock/<instance>`. */
+  group: string;
+};
 
 /** Detects cgroup v2 (unified, memory controller present) or v1 (hybrid or legacy) mounts. */
-export function detectLayout(root = ROOT): CgroupLayout | undefined {
+export function detectLayout(instance: string, root = ROOT): CgroupLayout | undefined {
+  const group = join(GROUP, instance);
   const controllersFile = join(root, "cgroup.controllers");
   if (
     existsSync(controllersFile) &&
     readFileSync(controllersFile, "utf8").split(/\s+/).includes("memory")
   ) {
-    return { version: 2, root };
+    return { version: 2, root, group };
   }
   const v1 = (name: string) =>
     existsSync(join(root, name, "cgroup.procs")) ? join(root, name) : undefined;
@@ -51,7 +57,7 @@ export function detectLayout(root = ROOT): CgroupLayout | undefined {
     freezer: v1("freezer"),
   };
   if (!controllers.memory && !controllers.cpu && !controllers.pids) return undefined;
-  return { version: 1, controllers };
+  return { version: 1, controllers, group };
 }
 
 /** The files to write for a sandbox's limits, in order (v1 needs memory before memsw). */
@@ -139,10 +145,10 @@ export class SandboxCgroup {
 
   create(limits: CgroupLimits): void {
     if (this.layout.version === 2) {
-      const parent = join(this.layout.root, GROUP);
-      mkdirSync(parent, { recursive: true });
+      mkdirSync(join(this.layout.root, this.layout.group), { recursive: true });
       enableV2Controllers(this.layout.root);
-      enableV2Controllers(parent);
+      enableV2Controllers(join(this.layout.root, GROUP));
+      enableV2Controllers(join(this.layout.root, this.layout.group));
     }
     for (const dir of this.dirs()) mkdirSync(dir, { recursive: true });
     for (const w of limitWrites(this.layout.version, limits)) {
@@ -163,9 +169,9 @@ export class SandboxCgroup {
   }
 
   private controllerDir(controller: string): string | undefined {
-    if (this.layout.version === 2) return join(this.layout.root, GROUP, this.sandboxId);
+    if (this.layout.version === 2) return join(this.layout.root, this.layout.group, this.sandboxId);
     const base = this.layout.controllers[controller as "memory"];
-    return base ? join(base, GROUP, this.sandboxId) : undefined;
+    return base ? join(base, this.layout.group, this.sandboxId) : undefined;
   }
 
   pids(): number[] {
@@ -247,18 +253,20 @@ export function listSandboxCgroups(layout: CgroupLayout): string[] {
 export function removeParentGroups(layout: CgroupLayout): void {
   const bases = groupBases(layout);
   for (const base of bases) {
-    try {
-      rmdirSync(base);
-    } catch {
-      // in use or absent
+    for (const dir of [base, dirname(base)]) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // still in use (another runner's group) or already gone
+      }
     }
   }
 }
 
 /** Paddock's parent cgroup directory under each controller. */
 function groupBases(layout: CgroupLayout): string[] {
-  if (layout.version === 2) return [join(layout.root, GROUP)];
+  if (layout.version === 2) return [join(layout.root, layout.group)];
   return Object.values(layout.controllers)
     .filter((c): c is string => c !== undefined)
-    .map((c) => join(c, GROUP));
+    .map((c) => join(c, layout.group));
 }

@@ -3,9 +3,11 @@ import {
   accessSync,
   chmodSync,
   chownSync,
+  closeSync,
   constants,
   existsSync,
   mkdirSync,
+  openSync,
   readdirSync,
   rmSync,
   writeFileSync,
@@ -42,9 +44,18 @@ const MAX_SANDBOXES = 60_000;
 /** Runtime classes the local backend runs with bubblewrap. */
 const BWRAP_CLASSES = new Set(["", "runc", "bwrap", "bubblewrap"]);
 
+/**
+ * Sandboxes' files and logs live here, not in the data dir: bubblewrap runs
+ * as each sandbox's unprivileged uid and must be able to reach its own
+ * directories, which a private data dir (or a home directory) forbids.
+ */
+export const DEFAULT_LOCAL_ROOT = "/var/lib/paddock/local";
+
 export interface LocalBackendOptions {
-  /** Where sandboxes' files and logs live (under the data dir). */
-  stateDir: string;
+  /** Names this runner's sandboxes apart from other Paddock instances' on the host (stable across restarts). */
+  instance: string;
+  /** Root for sandbox directories; each instance gets its own subdirectory. */
+  root?: string;
   /** Directory holding paddock-nsexec and paddock-pause. */
   helperDir: string;
   bwrapPath?: string;
@@ -60,7 +71,8 @@ interface LocalSandbox {
   initPid: number;
   env: Record<string, string>;
   observed: ObservedSandbox;
-  stopRequested: boolean;
+  /** Why a stop was asked for, once it was. */
+  stopRequested: string | undefined;
   exited: Promise<void>;
 }
 
@@ -76,15 +88,15 @@ export class LocalBackend implements Backend {
   private readonly cgroups: CgroupLayout | undefined;
   private readonly bwrap: string;
   private readonly nsexec: string;
+  private readonly stateDir: string;
 
   constructor(private readonly options: LocalBackendOptions) {
-    this.cgroups = detectLayout();
+    this.cgroups = detectLayout(options.instance);
     this.bwrap = options.bwrapPath ?? findExecutable("bwrap") ?? "bwrap";
     this.nsexec = join(options.helperDir, "paddock-nsexec");
-    // Traversable (not listable) by the sandboxes' own uids, which bubblewrap runs as.
-    mkdirSync(join(options.stateDir, "sandboxes"), { recursive: true, mode: 0o711 });
-    chmodSync(options.stateDir, 0o711);
-    chmodSync(join(options.stateDir, "sandboxes"), 0o711);
+    this.stateDir = join(options.root ?? DEFAULT_LOCAL_ROOT, options.instance);
+    // Searchable, not listable: each sandbox's uid reaches only its own directories.
+    makeSearchable(options.root ?? DEFAULT_LOCAL_ROOT, this.stateDir);
   }
 
   unavailableReason(): string | undefined {
@@ -139,7 +151,7 @@ export class LocalBackend implements Backend {
     }
 
     const uid = this.allocateUid();
-    const dir = join(this.options.stateDir, "sandboxes", sandboxId);
+    const dir = join(this.stateDir, "sandboxes", sandboxId);
     const dirs = {
       tmp: join(dir, "tmp"),
       home: join(dir, "home"),
@@ -170,7 +182,7 @@ export class LocalBackend implements Backend {
       initPid: 0,
       env,
       observed,
-      stopRequested: false,
+      stopRequested: undefined,
       exited: new Promise((r) => {
         resolveExited = r;
       }),
@@ -196,6 +208,12 @@ export class LocalBackend implements Backend {
         cpuRequestMillicores: spec.cpuRequest ? cpuMillicores(spec.cpuRequest) : undefined,
         pidsMax: DEFAULT_PIDS_MAX,
       });
+      // fds 0-2 are stdio and 3 the status pipe; bound paths follow from 4.
+      const boundFds: number[] = [];
+      const fdFor = (hostPath: string) => {
+        boundFds.push(openSync(hostPath, "r"));
+        return 3 + boundFds.length;
+      };
       const args = bwrapArgs(
         {
           imageRoot: undefined,
@@ -210,11 +228,17 @@ export class LocalBackend implements Backend {
           networkFiles: [],
         },
         existsSync,
+        fdFor,
       );
       const procs = cgroup.procsFiles().flatMap((f) => ["-c", f]);
-      const child = spawn(this.nsexec, ["-u", String(uid), ...procs, "--", this.bwrap, ...args], {
-        stdio: ["ignore", "pipe", "pipe", "pipe"],
-      });
+      let child: ChildProcess;
+      try {
+        child = spawn(this.nsexec, ["-u", String(uid), ...procs, "--", this.bwrap, ...args], {
+          stdio: ["ignore", "pipe", "pipe", "pipe", ...boundFds],
+        });
+      } finally {
+        for (const fd of boundFds) closeSync(fd);
+      }
       sandbox.process = child;
       const log = new LogWriter(join(dir, "log"));
       child.stdout?.on("data", (c: Buffer) => log.write("stdout", c));
@@ -316,7 +340,11 @@ export class LocalBackend implements Backend {
     });
   }
 
-  async stop(sandboxId: string, gracefulShutdownSeconds: number): Promise<void> {
+  async stop(
+    sandboxId: string,
+    gracefulShutdownSeconds: number,
+    reason = "stopped",
+  ): Promise<void> {
     const sandbox = this.sandboxes.get(sandboxId);
     if (
       !sandbox?.process ||
@@ -324,7 +352,7 @@ export class LocalBackend implements Backend {
       sandbox.process.signalCode !== null
     )
       return;
-    sandbox.stopRequested = true;
+    sandbox.stopRequested = reason;
     this.update(sandbox, { status: "SANDBOX_STATUS_TERMINATING" }, undefined);
     // SIGTERM to everything inside except the sandbox's init, which would just die and take all with it.
     for (const pid of sandbox.cgroup.pids()) {
@@ -361,7 +389,7 @@ export class LocalBackend implements Backend {
   /** After a restart: whatever a sandbox of this id left on the host. */
   private async cleanupLeftovers(sandboxId: string): Promise<void> {
     if (this.cgroups) await SandboxCgroup.for(this.cgroups, sandboxId).destroy();
-    rmSync(join(this.options.stateDir, "sandboxes", sandboxId), { recursive: true, force: true });
+    rmSync(join(this.stateDir, "sandboxes", sandboxId), { recursive: true, force: true });
   }
 
   /**
@@ -370,7 +398,7 @@ export class LocalBackend implements Backend {
    * disk is reported failed; its logs stay readable until it is removed.
    */
   async observe(): Promise<ObservedSandbox[]> {
-    const root = join(this.options.stateDir, "sandboxes");
+    const root = join(this.stateDir, "sandboxes");
     const ids = new Set<string>(existsSync(root) ? readdirSync(root) : []);
     if (this.cgroups) for (const id of listSandboxCgroups(this.cgroups)) ids.add(id);
     const out: ObservedSandbox[] = [];
@@ -488,7 +516,7 @@ export class LocalBackend implements Backend {
     signal: AbortSignal,
   ): Promise<void> {
     const sandbox = this.sandboxes.get(sandboxId);
-    const path = join(this.options.stateDir, "sandboxes", sandboxId, "log");
+    const path = join(this.stateDir, "sandboxes", sandboxId, "log");
     let ended = sandbox === undefined;
     void sandbox?.exited.then(() => {
       ended = true;
@@ -546,8 +574,12 @@ export class LocalBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    // Sandboxes die with this process (--die-with-parent); their files stay for logs.
-    for (const sandbox of this.sandboxes.values()) sandbox.process?.kill("SIGKILL");
+    // Sandboxes die with this process anyway (--die-with-parent); ending them
+    // here lets their records say why. Their files stay, for logs, until deleted.
+    for (const sandbox of this.sandboxes.values()) {
+      sandbox.stopRequested ??= "the runner shut down";
+      sandbox.process?.kill("SIGKILL");
+    }
     await Promise.all([...this.sandboxes.values()].map((s) => s.exited));
     for (const sandbox of this.sandboxes.values()) await sandbox.cgroup.destroy();
     if (this.cgroups) removeParentGroups(this.cgroups);
@@ -590,6 +622,12 @@ function fileError(path: string, stderr: string, maxBytes: number): AppError {
   return new AppError("INTERNAL", `file ${path}: ${stderr.trim() || "the file helper failed"}`, {
     reason: "FILE_IO",
   });
+}
+
+/** Creates the root and this instance's directory, searchable but not listable by others. */
+function makeSearchable(root: string, instanceDir: string): void {
+  mkdirSync(join(instanceDir, "sandboxes"), { recursive: true, mode: 0o711 });
+  for (const dir of [root, instanceDir, join(instanceDir, "sandboxes")]) chmodSync(dir, 0o711);
 }
 
 function findExecutable(name: string): string | undefined {

@@ -1,0 +1,307 @@
+import { EventEmitter } from "node:events";
+import type { Logger } from "pino";
+import type { ObservedSandbox } from "../backends/backend.js";
+import type { Clock } from "../clock.js";
+import { AppError, type ErrorCode } from "../errors.js";
+import { isTerminal, nextStatus, type Sandbox } from "../sandboxes/sandbox.js";
+import { SandboxRepo } from "../sandboxes/sandbox-repo.js";
+import type { Db } from "../store/database.js";
+import type {
+  AgentMessage,
+  AgentRequest,
+  ControlMessage,
+  Link,
+  WireAssignment,
+} from "./protocol.js";
+import { RunnerRepo } from "./runner-repo.js";
+
+interface Pending {
+  resolve(result: unknown): void;
+  reject(error: AppError): void;
+  onChunk?: ((data: Buffer) => void) | undefined;
+}
+
+interface Connection {
+  link: Link<ControlMessage, AgentMessage>;
+  organizationId: string;
+  runnerId: string;
+  pending: Map<number, Pending>;
+}
+
+export interface RequestHandle {
+  result: Promise<unknown>;
+  input(data: Buffer): void;
+  closeInput(): void;
+  resize(rows: number, cols: number): void;
+  cancel(): void;
+}
+
+const key = (organizationId: string, runnerId: string) => `${organizationId}/${runnerId}`;
+
+/**
+ * The control plane's side of runner connections: hands each agent its
+ * sandboxes, records what agents report, and relays exec, files and logs
+ * to the runner that owns a sandbox.
+ */
+export class RunnerHub {
+  private readonly connections = new Map<string, Connection>();
+  private readonly unavailable = new Map<string, string>();
+  private readonly events = new EventEmitter();
+  private readonly inFlight = new Set<Promise<void>>();
+  private nextId = 1;
+
+  constructor(
+    private readonly db: Db,
+    private readonly logger: Logger,
+    private readonly clock: Clock,
+  ) {
+    this.events.setMaxListeners(0);
+  }
+
+  /** Serves an authenticated agent's connection. */
+  attach(link: Link<ControlMessage, AgentMessage>, organizationId: string, runnerId: string): void {
+    const connection: Connection = { link, organizationId, runnerId, pending: new Map() };
+    // One message at a time per connection: reports of one sandbox stay in order.
+    let queue = Promise.resolve();
+    link.onMessage((message) => {
+      const work = queue.then(() =>
+        this.onMessage(connection, message).catch((error: unknown) =>
+          this.logger.error({ err: error, runnerId }, "runner message failed"),
+        ),
+      );
+      queue = work;
+      this.inFlight.add(work);
+      void work.then(() => this.inFlight.delete(work));
+    });
+    link.onClose(() => void this.detach(connection));
+  }
+
+  private async detach(connection: Connection): Promise<void> {
+    const k = key(connection.organizationId, connection.runnerId);
+    if (this.connections.get(k) === connection) {
+      this.connections.delete(k);
+      await new RunnerRepo(this.db).setConnection(connection.organizationId, connection.runnerId, {
+        connectionStatus: "DISCONNECTED",
+      });
+      this.logger.info({ runnerId: connection.runnerId }, "runner disconnected");
+    }
+    for (const p of connection.pending.values()) {
+      p.reject(
+        new AppError("UNAVAILABLE", `runner '${connection.runnerId}' disconnected`, {
+          reason: "RUNNER_UNAVAILABLE",
+        }),
+      );
+    }
+    connection.pending.clear();
+  }
+
+  /** Resolves once every message received so far has been recorded. */
+  async idle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  isConnected(organizationId: string, runnerId: string): boolean {
+    return this.connections.has(key(organizationId, runnerId));
+  }
+
+  unavailableReason(organizationId: string, runnerId: string): string | undefined {
+    return this.unavailable.get(key(organizationId, runnerId));
+  }
+
+  private async onMessage(c: Connection, m: AgentMessage): Promise<void> {
+    switch (m.type) {
+      case "hello":
+        return this.onHello(c, m);
+      case "heartbeat":
+        await new RunnerRepo(this.db).setConnection(c.organizationId, c.runnerId, {
+          lastHeartbeatAt: this.clock.now(),
+        });
+        return;
+      case "status":
+        await this.record(c, m.observed);
+        return;
+      case "removed": {
+        const repo = new SandboxRepo(this.db);
+        const sandbox = await repo.get(c.organizationId, m.sandboxId);
+        if (sandbox?.desired === "deleted") await repo.delete(c.organizationId, m.sandboxId);
+        this.events.emit(m.sandboxId);
+        return;
+      }
+      case "reply": {
+        const p = c.pending.get(m.id);
+        if (!p) return;
+        c.pending.delete(m.id);
+        if (m.error) {
+          p.reject(
+            new AppError(m.error.code as ErrorCode, m.error.message, {
+              ...(m.error.reason ? { reason: m.error.reason } : {}),
+              metadata: m.error.metadata ?? {},
+            }),
+          );
+        } else p.resolve(m.result);
+        return;
+      }
+      case "chunk":
+        c.pending.get(m.id)?.onChunk?.(Buffer.from(m.data, "base64"));
+        return;
+    }
+  }
+
+  private async onHello(c: Connection, m: Extract<AgentMessage, { type: "hello" }>): Promise<void> {
+    const k = key(c.organizationId, c.runnerId);
+    const runners = new RunnerRepo(this.db);
+    if (m.unavailableReason) {
+      this.unavailable.set(k, m.unavailableReason);
+      this.logger.warn(
+        { runnerId: c.runnerId, reason: m.unavailableReason },
+        "runner connected but cannot run sandboxes",
+      );
+      return;
+    }
+    this.unavailable.delete(k);
+    const previous = this.connections.get(k);
+    if (previous && previous !== c) previous.link.close();
+    this.connections.set(k, c);
+    const now = this.clock.now();
+    await runners.setConnection(c.organizationId, c.runnerId, {
+      connectionStatus: "CONNECTED",
+      lastHeartbeatAt: now,
+      backend: m.backend,
+      agentVersion: m.agentVersion,
+    });
+    this.logger.info({ runnerId: c.runnerId, backend: m.backend }, "runner connected");
+    const repo = new SandboxRepo(this.db);
+    const records = new Map(
+      (await repo.forRunner(c.organizationId, c.runnerId)).map((s) => [s.sandboxId, s]),
+    );
+    for (const o of m.observed) {
+      const record = records.get(o.sandboxId);
+      // Gone from the store while the runner was away: the runner cleans up.
+      if (!record) c.link.send({ type: "assign", assignment: orphan(o.sandboxId, c) });
+      else records.set(o.sandboxId, await this.apply(repo, record, o));
+    }
+    c.link.send({ type: "sync", assignments: [...records.values()].map(toAssignment) });
+  }
+
+  private async record(c: Connection, o: ObservedSandbox): Promise<void> {
+    const repo = new SandboxRepo(this.db);
+    const record = await repo.get(c.organizationId, o.sandboxId);
+    if (record) await this.apply(repo, record, o);
+  }
+
+  private async apply(repo: SandboxRepo, record: Sandbox, o: ObservedSandbox): Promise<Sandbox> {
+    if (isTerminal(record.status)) return record;
+    const updated: Sandbox = {
+      ...record,
+      status: nextStatus(record.status, o.status),
+      statusReason: o.statusReason,
+      exitCode: o.exitCode,
+      startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : record.startedAt,
+      serviceAddress: o.serviceAddress,
+      exposedPorts: o.exposedPorts.length > 0 ? o.exposedPorts : record.exposedPorts,
+      updatedAt: this.clock.now(),
+    };
+    await repo.update(updated);
+    this.events.emit(record.sandboxId, updated);
+    return updated;
+  }
+
+  /** Tells the owning agent about a sandbox's desired state, if it is connected. */
+  push(sandbox: Sandbox): void {
+    this.connections
+      .get(key(sandbox.organizationId, sandbox.runnerId))
+      ?.link.send({ type: "assign", assignment: toAssignment(sandbox) });
+  }
+
+  /** Resolves once `done(sandbox)` holds (undefined once the record is gone), or at the timeout. */
+  async waitFor(
+    organizationId: string,
+    sandboxId: string,
+    done: (s: Sandbox | undefined) => boolean,
+    timeoutMs: number,
+  ): Promise<Sandbox | undefined> {
+    const repo = new SandboxRepo(this.db);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const current = await repo.get(organizationId, sandboxId);
+      if (done(current)) return current;
+      const left = deadline - Date.now();
+      if (left <= 0) return current;
+      // Woken by this process's reports; the poll covers reports another replica took.
+      await new Promise<void>((resolve) => {
+        const finish = () => {
+          clearTimeout(timer);
+          this.events.off(sandboxId, finish);
+          resolve();
+        };
+        const timer = setTimeout(finish, Math.min(left, 500));
+        this.events.on(sandboxId, finish);
+      });
+    }
+  }
+
+  /** Sends a request to the runner that owns a sandbox. */
+  request(
+    organizationId: string,
+    runnerId: string,
+    request: AgentRequest,
+    onChunk?: (data: Buffer) => void,
+  ): RequestHandle {
+    const c = this.connections.get(key(organizationId, runnerId));
+    if (!c) {
+      const reason = this.unavailable.get(key(organizationId, runnerId));
+      const error = new AppError(
+        "UNAVAILABLE",
+        `runner '${runnerId}' is not connected${reason ? `: ${reason}` : ""}`,
+        { reason: "RUNNER_UNAVAILABLE" },
+      );
+      return {
+        result: Promise.reject(error),
+        input() {},
+        closeInput() {},
+        resize() {},
+        cancel() {},
+      };
+    }
+    const id = this.nextId++;
+    const result = new Promise<unknown>((resolve, reject) => {
+      c.pending.set(id, { resolve, reject, onChunk });
+    });
+    c.link.send({ type: "request", id, request });
+    return {
+      result,
+      input: (data) => c.link.send({ type: "input", id, data: data.toString("base64") }),
+      closeInput: () => c.link.send({ type: "closeInput", id }),
+      resize: (rows, cols) => c.link.send({ type: "resize", id, rows, cols }),
+      cancel: () => c.link.send({ type: "cancel", id }),
+    };
+  }
+}
+
+function toAssignment(s: Sandbox): WireAssignment {
+  return {
+    sandboxId: s.sandboxId,
+    organizationId: s.organizationId,
+    userId: s.userId,
+    profileId: s.profileId,
+    desired: s.desired,
+    gracefulShutdownSeconds: s.gracefulShutdownSeconds,
+    spec: s.spec as unknown as Record<string, unknown>,
+    expiresAtMs: s.expiresAt.getTime(),
+    recordedStatus: s.status,
+  };
+}
+
+function orphan(sandboxId: string, c: Connection): WireAssignment {
+  return {
+    sandboxId,
+    organizationId: c.organizationId,
+    userId: "",
+    profileId: "",
+    desired: "deleted",
+    gracefulShutdownSeconds: 0,
+    spec: {},
+    expiresAtMs: 0,
+    recordedStatus: "SANDBOX_STATUS_TERMINATED",
+  };
+}

@@ -1,0 +1,170 @@
+import { type Selectable, sql } from "kysely";
+import type { Db } from "../store/database.js";
+import { finishPage, type Page } from "../store/paging.js";
+import type { SandboxesTable } from "../store/schema.js";
+import { type LaunchSpec, type Sandbox, type SandboxStatus, TERMINAL_STATUSES } from "./sandbox.js";
+
+export interface SandboxFilter {
+  userId?: string | undefined;
+  status?: SandboxStatus | undefined;
+  tags?: string[] | undefined;
+  runnerId?: string | undefined;
+}
+
+const TERMINAL = [...TERMINAL_STATUSES];
+
+/** Sandbox records. Rows marked `desired = deleted` wait only for their runner's clean-up. */
+export class SandboxRepo {
+  constructor(private readonly db: Db) {}
+
+  async insert(s: Sandbox): Promise<void> {
+    await this.db.insertInto("sandboxes").values(toRow(s)).execute();
+  }
+
+  async get(organizationId: string, sandboxId: string): Promise<Sandbox | undefined> {
+    if (!/^[0-9a-f-]{36}$/i.test(sandboxId)) return undefined;
+    const row = await this.db
+      .selectFrom("sandboxes")
+      .selectAll()
+      .where("organization_id", "=", organizationId)
+      .where("sandbox_id", "=", sandboxId)
+      .executeTakeFirst();
+    return row && toSandbox(row);
+  }
+
+  async list(
+    organizationId: string,
+    filter: SandboxFilter,
+    page: Page,
+  ): Promise<{ items: Sandbox[]; nextPageToken: string }> {
+    let q = this.db
+      .selectFrom("sandboxes")
+      .selectAll()
+      .where("organization_id", "=", organizationId)
+      .where("desired", "<>", "deleted")
+      .orderBy("created_at")
+      .orderBy("sandbox_id")
+      .limit(page.limit + 1);
+    if (filter.userId) q = q.where("user_id", "=", filter.userId);
+    if (filter.status) q = q.where("status", "=", filter.status);
+    if (filter.runnerId) q = q.where("runner_id", "=", filter.runnerId);
+    if (filter.tags && filter.tags.length > 0)
+      q = q.where(sql<boolean>`tags @> ${JSON.stringify(filter.tags)}::jsonb`);
+    const [at, id] = page.after ?? [];
+    if (at !== undefined && id !== undefined) {
+      const after = new Date(at);
+      q = q.where((eb) =>
+        eb.or([
+          eb("created_at", ">", after),
+          eb.and([eb("created_at", "=", after), eb("sandbox_id", ">", id)]),
+        ]),
+      );
+    }
+    const rows = (await q.execute()).map(toSandbox);
+    return finishPage(rows, page, (s) => [s.createdAt.toISOString(), s.sandboxId]);
+  }
+
+  /** Every record a runner must know of, deleted-but-not-cleaned ones included. */
+  async forRunner(organizationId: string, runnerId: string): Promise<Sandbox[]> {
+    const rows = await this.db
+      .selectFrom("sandboxes")
+      .selectAll()
+      .where("organization_id", "=", organizationId)
+      .where("runner_id", "=", runnerId)
+      .execute();
+    return rows.map(toSandbox);
+  }
+
+  /** Sandboxes not yet terminal, per runner, for placement. */
+  async activeCounts(organizationId: string): Promise<Map<string, number>> {
+    const rows = await this.db
+      .selectFrom("sandboxes")
+      .select(["runner_id", (eb) => eb.fn.countAll<string>().as("n")])
+      .where("organization_id", "=", organizationId)
+      .where("status", "not in", TERMINAL)
+      .groupBy("runner_id")
+      .execute();
+    return new Map(rows.map((r) => [r.runner_id, Number(r.n)]));
+  }
+
+  async update(s: Sandbox): Promise<void> {
+    const { sandbox_id, organization_id, ...rest } = toRow(s);
+    await this.db
+      .updateTable("sandboxes")
+      .set(rest)
+      .where("organization_id", "=", organization_id)
+      .where("sandbox_id", "=", sandbox_id)
+      .execute();
+  }
+
+  async delete(organizationId: string, sandboxId: string): Promise<void> {
+    await this.db
+      .deleteFrom("sandboxes")
+      .where("organization_id", "=", organizationId)
+      .where("sandbox_id", "=", sandboxId)
+      .execute();
+  }
+
+  async expired(now: Date): Promise<Sandbox[]> {
+    const rows = await this.db
+      .selectFrom("sandboxes")
+      .selectAll()
+      .where("expires_at", "<=", now)
+      .where("desired", "=", "running")
+      .where("status", "not in", TERMINAL)
+      .execute();
+    return rows.map(toSandbox);
+  }
+}
+
+function toRow(s: Sandbox) {
+  return {
+    sandbox_id: s.sandboxId,
+    organization_id: s.organizationId,
+    user_id: s.userId,
+    runner_id: s.runnerId,
+    profile_id: s.profileId,
+    profile_name: s.profileName,
+    status: s.status,
+    status_reason: s.statusReason,
+    desired: s.desired,
+    graceful_shutdown_seconds: s.gracefulShutdownSeconds,
+    spec: JSON.stringify(s.spec),
+    tags: JSON.stringify(s.tags),
+    applied_egress_mode: s.appliedEgressMode,
+    applied_ingress_mode: s.appliedIngressMode,
+    service_address: s.serviceAddress,
+    exposed_ports: JSON.stringify(s.exposedPorts),
+    exit_code: s.exitCode,
+    started_at: s.startedAt,
+    expires_at: s.expiresAt,
+    created_at: s.createdAt,
+    updated_at: s.updatedAt,
+  };
+}
+
+function toSandbox(r: Selectable<SandboxesTable>): Sandbox {
+  return {
+    sandboxId: r.sandbox_id,
+    organizationId: r.organization_id,
+    userId: r.user_id,
+    runnerId: r.runner_id,
+    profileId: r.profile_id,
+    profileName: r.profile_name,
+    status: r.status as SandboxStatus,
+    statusReason: r.status_reason,
+    desired: r.desired as Sandbox["desired"],
+    gracefulShutdownSeconds: r.graceful_shutdown_seconds,
+    spec: r.spec as unknown as LaunchSpec,
+    tags: r.tags,
+    appliedEgressMode: r.applied_egress_mode,
+    appliedIngressMode: r.applied_ingress_mode,
+    serviceAddress: r.service_address,
+    exposedPorts: r.exposed_ports,
+    exitCode: r.exit_code,
+    startedAt: r.started_at,
+    expiresAt: r.expires_at,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
