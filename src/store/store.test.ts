@@ -35,6 +35,7 @@ const TABLES = [
   "profile_templates",
   "runner_bindings",
   "runners",
+  "sandboxes",
   "users",
 ];
 
@@ -199,7 +200,7 @@ describe.each(Object.keys(backends))("store contract on %s", (kind) => {
       ).rows.map((r) => r.name);
     expect(await tables()).toEqual(TABLES);
     const migrations = await applied();
-    expect(migrations).toEqual(["0001_identity_profiles_runners"]);
+    expect(migrations).toEqual(["0001_identity_profiles_runners", "0002_sandboxes"]);
 
     const org = await newOrg();
     await migrate(store.db);
