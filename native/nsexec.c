@@ -4,7 +4,7 @@
  *   paddock-nsexec -p PID [-c CGROUP_PROCS]... [-w DIR] [-e KEY=VALUE]... [-t [-r FD]] -- ARGV...
  *   paddock-nsexec -p PID [-c CGROUP_PROCS]... -R PATH [-m MAX_BYTES]   (file to stdout)
  *   paddock-nsexec -p PID [-c CGROUP_PROCS]... -W PATH                  (stdin to file)
- *   paddock-nsexec -u UID [-c CGROUP_PROCS]... -- ARGV...               (start: cgroups, uid, exec)
+ *   paddock-nsexec -u UID [-c CGROUP_PROCS]... [-n NETNS_PATH] -- ARGV...  (start: cgroups, netns, uid, exec)
  *
  * Joins the cgroups, then the namespaces of sandbox process PID (user
  * namespace last: the network namespace belongs to the host's user
@@ -222,7 +222,7 @@ int main(int argc, char **argv) {
   int pid = 0, tty = 0, ncgroups = 0, nenv = 0, resize_fd = -1, uid = -1;
   long long max_bytes = -1;
   const char *cwd = NULL;
-  char *read_path = NULL, *write_path = NULL;
+  char *read_path = NULL, *write_path = NULL, *netns_path = NULL;
   const char *cgroups[MAX_ITEMS];
   char *env[MAX_ITEMS + 1];
   int i = 1;
@@ -242,6 +242,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "-t") == 0) tty = 1;
     else if (strcmp(argv[i], "-r") == 0) resize_fd = atoi(argv[++i]);
     else if (strcmp(argv[i], "-u") == 0) uid = atoi(argv[++i]);
+    else if (strcmp(argv[i], "-n") == 0) netns_path = argv[++i];
     else if (strcmp(argv[i], "-R") == 0) read_path = argv[++i];
     else if (strcmp(argv[i], "-W") == 0) write_path = argv[++i];
     else if (strcmp(argv[i], "-m") == 0) max_bytes = atoll(argv[++i]);
@@ -268,6 +269,11 @@ int main(int argc, char **argv) {
   }
 
   if (uid >= 0) {
+    if (netns_path) {
+      int fd = open(netns_path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) die(125, netns_path);
+      close(fd);
+    }
     if (setgroups(0, NULL) < 0) die(125, "setgroups");
     if (setresgid(uid, uid, uid) < 0) die(125, "setresgid");
     if (setresuid(uid, uid, uid) < 0) die(125, "setresuid");

@@ -12,6 +12,8 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -37,6 +39,12 @@ import {
 } from "./cgroups.js";
 import { runHelper } from "./helper-process.js";
 import { LogWriter, streamLog } from "./logs.js";
+import {
+  groupSetsOf,
+  LocalNetwork,
+  type SandboxAddress,
+  type SandboxNetworkSpec,
+} from "./network.js";
 
 /** Sandboxes run as host uids from here up, one per sandbox: never as host root. */
 const FIRST_UID = 300_000;
@@ -71,6 +79,7 @@ interface LocalSandbox {
   initPid: number;
   env: Record<string, string>;
   observed: ObservedSandbox;
+  network: { address: SandboxAddress; groupSets: string[] } | undefined;
   /** Why a stop was asked for, once it was. */
   stopRequested: string | undefined;
   exited: Promise<void>;
@@ -89,6 +98,7 @@ export class LocalBackend implements Backend {
   private readonly bwrap: string;
   private readonly nsexec: string;
   private readonly stateDir: string;
+  private readonly network: LocalNetwork;
 
   constructor(private readonly options: LocalBackendOptions) {
     this.cgroups = detectLayout(options.instance);
@@ -97,6 +107,7 @@ export class LocalBackend implements Backend {
     this.stateDir = join(options.root ?? DEFAULT_LOCAL_ROOT, options.instance);
     // Searchable, not listable: each sandbox's uid reaches only its own directories.
     makeSearchable(options.root ?? DEFAULT_LOCAL_ROOT, this.stateDir);
+    this.network = new LocalNetwork(options.instance, options.root ?? DEFAULT_LOCAL_ROOT);
   }
 
   unavailableReason(): string | undefined {
@@ -137,16 +148,21 @@ export class LocalBackend implements Backend {
         `image '${spec.image}' is not in this runner's local image store`,
       );
     }
-    if (spec.egress && spec.egress.type !== "none") {
+    if (
+      spec.ingress &&
+      !["ClusterIP", "NodePort", "LoadBalancer"].includes(spec.ingress.serviceType)
+    ) {
       return this.failed(
         sandboxId,
-        `egress mode '${spec.egress.mode}' (type ${spec.egress.type}) is not supported by the local backend yet`,
+        `service type '${spec.ingress.serviceType}' is not supported by the local backend`,
       );
     }
-    if (spec.ingress) {
+    const needsNetwork =
+      (spec.egress !== null && spec.egress.type !== "none") || spec.ingress !== null;
+    if (needsNetwork && !existsSync("/usr/sbin/nft") && !findExecutable("nft")) {
       return this.failed(
         sandboxId,
-        `exposure level '${spec.ingress.level}' is not supported by the local backend yet`,
+        "this sandbox needs network rules, but nftables (nft) is not installed on the runner",
       );
     }
 
@@ -183,6 +199,7 @@ export class LocalBackend implements Backend {
       env,
       observed,
       stopRequested: undefined,
+      network: undefined,
       exited: new Promise((r) => {
         resolveExited = r;
       }),
@@ -208,6 +225,34 @@ export class LocalBackend implements Backend {
         cpuRequestMillicores: spec.cpuRequest ? cpuMillicores(spec.cpuRequest) : undefined,
         pidsMax: DEFAULT_PIDS_MAX,
       });
+      let netnsArgs: string[] = [];
+      if (needsNetwork) {
+        const hostPorts = spec.ingress
+          ? await Promise.all(spec.ingress.ports.map(() => freePort()))
+          : [];
+        const networkSpec: SandboxNetworkSpec = {
+          sandboxId,
+          egress: spec.egress,
+          groups: {
+            org: assignment.organizationId,
+            user: `${assignment.organizationId}/${assignment.userId}`,
+            profile: `${assignment.organizationId}/${assignment.profileId}`,
+          },
+          ingress: spec.ingress ? { ...spec.ingress, hostPorts } : null,
+        };
+        const address = await this.network.create(networkSpec);
+        sandbox.network = { address, groupSets: groupSetsOf(networkSpec) };
+        netnsArgs = ["-n", `/run/netns/${address.netns}`];
+        if (spec.ingress) {
+          const published = spec.ingress.serviceType !== "ClusterIP";
+          const port = published ? hostPorts[0] : spec.ingress.ports[0];
+          observed.serviceAddress =
+            port === undefined
+              ? ""
+              : `${published ? primaryHostAddress() : address.sandboxIp}:${port}`;
+          observed.exposedPorts = spec.ingress.ports;
+        }
+      }
       // fds 0-2 are stdio and 3 the status pipe; bound paths follow from 4.
       const boundFds: number[] = [];
       const fdFor = (hostPath: string) => {
@@ -220,12 +265,15 @@ export class LocalBackend implements Backend {
           dirs,
           helperDir: this.options.helperDir,
           hostname,
-          ownNetwork: false,
+          ownNetwork: needsNetwork,
           env: spec.env,
           mountedFiles,
           command: spec.command,
           statusFd: 3,
-          networkFiles: [],
+          networkFiles:
+            spec.egress && spec.egress.type !== "none" && existsSync("/etc/resolv.conf")
+              ? ["/etc/resolv.conf"]
+              : [],
         },
         existsSync,
         fdFor,
@@ -233,9 +281,13 @@ export class LocalBackend implements Backend {
       const procs = cgroup.procsFiles().flatMap((f) => ["-c", f]);
       let child: ChildProcess;
       try {
-        child = spawn(this.nsexec, ["-u", String(uid), ...procs, "--", this.bwrap, ...args], {
-          stdio: ["ignore", "pipe", "pipe", "pipe", ...boundFds],
-        });
+        child = spawn(
+          this.nsexec,
+          ["-u", String(uid), ...procs, ...netnsArgs, "--", this.bwrap, ...args],
+          {
+            stdio: ["ignore", "pipe", "pipe", "pipe", ...boundFds],
+          },
+        );
       } finally {
         for (const fd of boundFds) closeSync(fd);
       }
@@ -382,6 +434,9 @@ export class LocalBackend implements Backend {
 
   private async cleanup(sandbox: LocalSandbox): Promise<void> {
     await sandbox.cgroup.destroy();
+    if (sandbox.network)
+      await this.network.destroy(sandbox.network.address, sandbox.network.groupSets);
+    sandbox.network = undefined;
     rmSync(sandbox.dir, { recursive: true, force: true });
     this.usedUids.delete(sandbox.uid);
   }
@@ -401,6 +456,7 @@ export class LocalBackend implements Backend {
     const root = join(this.stateDir, "sandboxes");
     const ids = new Set<string>(existsSync(root) ? readdirSync(root) : []);
     if (this.cgroups) for (const id of listSandboxCgroups(this.cgroups)) ids.add(id);
+    await this.network.cleanupExcept(new Set(this.sandboxes.keys()));
     const out: ObservedSandbox[] = [];
     for (const id of ids) {
       const live = this.sandboxes.get(id);
@@ -570,6 +626,7 @@ export class LocalBackend implements Backend {
   /** Stops every sandbox and removes what Paddock made on the host for them. */
   async shutdownAll(): Promise<void> {
     await Promise.all([...this.sandboxes.keys()].map((id) => this.remove(id)));
+    await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
   }
 
@@ -581,9 +638,36 @@ export class LocalBackend implements Backend {
       sandbox.process?.kill("SIGKILL");
     }
     await Promise.all([...this.sandboxes.values()].map((s) => s.exited));
-    for (const sandbox of this.sandboxes.values()) await sandbox.cgroup.destroy();
+    for (const sandbox of this.sandboxes.values()) {
+      await sandbox.cgroup.destroy();
+      if (sandbox.network)
+        await this.network.destroy(sandbox.network.address, sandbox.network.groupSets);
+      sandbox.network = undefined;
+    }
+    await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
   }
+}
+
+/** A free TCP port on this host for a published exposure. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The address published ports are reached at: the host's first non-loopback IPv4 address. */
+function primaryHostAddress(): string {
+  for (const addresses of Object.values(networkInterfaces())) {
+    for (const a of addresses ?? [])
+      if (a.family === "IPv4" && !a.internal && !a.address.startsWith("10.213.")) return a.address;
+  }
+  return "127.0.0.1";
 }
 
 function signal(pid: number, name: NodeJS.Signals): void {
