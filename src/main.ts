@@ -4,6 +4,7 @@ import { CliError, describeFailure } from "./cli/context.js";
 import { registerLoginCommand } from "./cli/login.js";
 import { registerProfileCommands } from "./cli/profile.js";
 import { registerRunnerCommands } from "./cli/runner.js";
+import { registerRunnerStartCommand } from "./cli/runner-start.js";
 import { registerSandboxCommands } from "./cli/sandbox.js";
 import { registerServeCommand } from "./cli/serve.js";
 import { AppError } from "./errors.js";
@@ -25,6 +26,7 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .exitOverride();
   registerServeCommand(program);
   registerLoginCommand(program);
+  registerRunnerStartCommand(program);
   const sandbox = program.command("sandbox").description("Sandboxes, profiles and runners");
   registerProfileCommands(sandbox);
   registerRunnerCommands(sandbox);

@@ -1,11 +1,10 @@
-import { createHash } from "node:crypto";
 import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { serve } from "@hono/node-server";
 import { sql } from "kysely";
 import { type Logger, pino } from "pino";
-import { LocalBackend } from "./backends/local/local-backend.js";
+import { instanceName, LocalBackend } from "./backends/local/local-backend.js";
 import { bootstrap, DEFAULT_ORG, LOCAL_RUNNER } from "./bootstrap.js";
 import { type Clock, systemClock } from "./clock.js";
 import { parseListen, type ServeConfig } from "./config.js";
@@ -92,11 +91,6 @@ export function buildApp(store: OpenedStore, services: Services, logger: Logger)
       }
     },
   });
-}
-
-/** A stable name for this data dir's runner, so that restarts find their own sandboxes and nobody else's. */
-export function instanceName(dataDir: string): string {
-  return createHash("sha256").update(resolve(dataDir)).digest("hex").slice(0, 12);
 }
 
 export interface RunningServer {

@@ -44,6 +44,14 @@ export function attachWebSockets(
             throw new AppError("PERMISSION_DENIED", "only a runner token may connect as a runner", {
               reason: "PERMISSION_DENIED",
             });
+          const claimed = url.searchParams.get("runnerId");
+          if (claimed && claimed !== principal.runnerId) {
+            throw new AppError(
+              "PERMISSION_DENIED",
+              `this token belongs to runner '${principal.runnerId}', not '${claimed}'`,
+              { reason: "RUNNER_MISMATCH" },
+            );
+          }
           wss.handleUpgrade(request, socket, head, (ws) => {
             deps.hub.attach(
               serverLink(ws, deps.logger),

@@ -37,6 +37,8 @@ export interface RequestHandle {
 }
 
 const key = (organizationId: string, runnerId: string) => `${organizationId}/${runnerId}`;
+/** How long a call waits for its runner to (re)connect before failing UNAVAILABLE. */
+const RECONNECT_GRACE_MS = 5_000;
 
 /**
  * The control plane's side of runner connections: hands each agent its
@@ -240,41 +242,62 @@ export class RunnerHub {
     }
   }
 
-  /** Sends a request to the runner that owns a sandbox. */
+  /**
+   * Sends a request to the runner that owns a sandbox. A runner that is
+   * reconnecting (say, after a control-plane restart) gets a few seconds to
+   * come back before the call fails.
+   */
   request(
     organizationId: string,
     runnerId: string,
     request: AgentRequest,
     onChunk?: (data: Buffer) => void,
   ): RequestHandle {
-    const c = this.connections.get(key(organizationId, runnerId));
-    if (!c) {
-      const reason = this.unavailable.get(key(organizationId, runnerId));
-      const error = new AppError(
-        "UNAVAILABLE",
-        `runner '${runnerId}' is not connected${reason ? `: ${reason}` : ""}`,
-        { reason: "RUNNER_UNAVAILABLE" },
-      );
-      return {
-        result: Promise.reject(error),
-        input() {},
-        closeInput() {},
-        resize() {},
-        cancel() {},
-      };
-    }
-    const id = this.nextId++;
-    const result = new Promise<unknown>((resolve, reject) => {
-      c.pending.set(id, { resolve, reject, onChunk });
-    });
-    c.link.send({ type: "request", id, request });
+    let connection: Connection | undefined;
+    let id = 0;
+    let cancelled = false;
+    const result = this.connection(organizationId, runnerId).then(
+      (c) =>
+        new Promise<unknown>((resolve, reject) => {
+          connection = c;
+          id = this.nextId++;
+          c.pending.set(id, { resolve, reject, onChunk });
+          c.link.send({ type: "request", id, request });
+          if (cancelled) c.link.send({ type: "cancel", id });
+        }),
+    );
+    const send = (message: (id: number) => ControlMessage) => {
+      if (connection) connection.link.send(message(id));
+    };
     return {
       result,
-      input: (data) => c.link.send({ type: "input", id, data: data.toString("base64") }),
-      closeInput: () => c.link.send({ type: "closeInput", id }),
-      resize: (rows, cols) => c.link.send({ type: "resize", id, rows, cols }),
-      cancel: () => c.link.send({ type: "cancel", id }),
+      input: (data) => send((i) => ({ type: "input", id: i, data: data.toString("base64") })),
+      closeInput: () => send((i) => ({ type: "closeInput", id: i })),
+      resize: (rows, cols) => send((i) => ({ type: "resize", id: i, rows, cols })),
+      cancel: () => {
+        cancelled = true;
+        send((i) => ({ type: "cancel", id: i }));
+      },
     };
+  }
+
+  private async connection(organizationId: string, runnerId: string): Promise<Connection> {
+    const k = key(organizationId, runnerId);
+    for (let waited = 0; waited < RECONNECT_GRACE_MS; waited += 50) {
+      const c = this.connections.get(k);
+      if (c) return c;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const c = this.connections.get(k);
+    if (c) return c;
+    const reason = this.unavailable.get(k);
+    throw new AppError(
+      "UNAVAILABLE",
+      `runner '${runnerId}' is not connected${reason ? `: ${reason}` : ""}`,
+      {
+        reason: "RUNNER_UNAVAILABLE",
+      },
+    );
   }
 }
 

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import {
   accessSync,
   chmodSync,
@@ -14,7 +15,7 @@ import {
 } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { networkInterfaces } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AppError } from "../../errors.js";
@@ -58,6 +59,11 @@ const BWRAP_CLASSES = new Set(["", "runc", "bwrap", "bubblewrap"]);
  * directories, which a private data dir (or a home directory) forbids.
  */
 export const DEFAULT_LOCAL_ROOT = "/var/lib/paddock/local";
+
+/** A stable name for a data dir's runner, so that restarts find their own sandboxes and nobody else's. */
+export function instanceName(dataDir: string): string {
+  return createHash("sha256").update(resolve(dataDir)).digest("hex").slice(0, 12);
+}
 
 export interface LocalBackendOptions {
   /** Names this runner's sandboxes apart from other Paddock instances' on the host (stable across restarts). */
