@@ -1,10 +1,11 @@
+import { fork } from "node:child_process";
 import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { serve } from "@hono/node-server";
 import { sql } from "kysely";
 import { type Logger, pino } from "pino";
-import { instanceName, LocalBackend } from "./backends/local/local-backend.js";
+import { instanceName, type LocalBackendOptions } from "./backends/local/local-backend.js";
 import { bootstrap, DEFAULT_ORG, LOCAL_RUNNER } from "./bootstrap.js";
 import { type Clock, systemClock } from "./clock.js";
 import { parseListen, type ServeConfig } from "./config.js";
@@ -14,9 +15,9 @@ import { IdentityService } from "./identity/identity-service.js";
 import { identityRoutes } from "./identity/routes.js";
 import { ProfileService } from "./profiles/profile-service.js";
 import { profileRoutes } from "./profiles/routes.js";
-import { RunnerAgent } from "./runners/agent.js";
 import { RunnerHub } from "./runners/hub.js";
-import { memoryLinkPair } from "./runners/protocol.js";
+import type { ChildMessage, ParentMessage } from "./runners/local-runner-process.js";
+import type { AgentMessage, ControlMessage, Link } from "./runners/protocol.js";
 import { runnerRoutes } from "./runners/routes.js";
 import { RunnerService } from "./runners/runner-service.js";
 import { sandboxRoutes } from "./sandboxes/routes.js";
@@ -49,26 +50,62 @@ export function buildServices(
   };
 }
 
+export interface LocalRunnerHandle {
+  /** Ends the runner; its sandboxes end with it, their files stay for logs. */
+  close(): Promise<void>;
+  /** Deletes every sandbox of the runner, then ends it (tests). */
+  removeAll(): Promise<void>;
+}
+
 /**
- * Runs the embedded local runner in this process, connected to the hub by
- * an in-memory link: the same agent and protocol as `paddock runner start`.
+ * Starts the embedded local runner as a child process connected to the hub
+ * over the IPC channel: the same agent and protocol as `paddock runner start`.
  */
 export async function startLocalRunner(
   services: Services,
   options: { dataDir: string; organizationId: string; runnerId: string },
   logger: Logger,
-): Promise<LocalBackend> {
-  const backend = new LocalBackend({
+): Promise<LocalRunnerHandle> {
+  const backendOptions: LocalBackendOptions = {
     instance: instanceName(options.dataDir),
     helperDir: join(PACKAGE_ROOT, "dist", "native"),
     ...(process.env.PADDOCK_LOCAL_ROOT ? { root: process.env.PADDOCK_LOCAL_ROOT } : {}),
+  };
+  const child = fork(join(PACKAGE_ROOT, "dist", "runners", "local-runner-process.js"), [], {
+    env: {
+      ...process.env,
+      PADDOCK_LOCAL_RUNNER: JSON.stringify(backendOptions),
+      PADDOCK_LOG_LEVEL: logger.level,
+    },
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+    serialization: "advanced",
   });
-  const reason = backend.unavailableReason();
-  if (reason) logger.warn(`runner '${options.runnerId}' is unavailable: ${reason}`);
-  const [agentEnd, controlEnd] = memoryLinkPair();
-  services.hub.attach(controlEnd, options.organizationId, options.runnerId);
-  await new RunnerAgent(backend, logger).attach(agentEnd);
-  return backend;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const listeners: ((m: AgentMessage) => void)[] = [];
+  const closeListeners: (() => void)[] = [];
+  child.on("message", (m: ChildMessage) => {
+    if (m.kind === "message") for (const l of listeners) l(m.message);
+  });
+  child.once("exit", (code, signal) => {
+    for (const l of closeListeners) l();
+    if (code !== 0) logger.error({ code, signal }, "the local runner exited");
+  });
+  const link: Link<ControlMessage, AgentMessage> = {
+    send: (message) => {
+      if (child.connected) child.send({ kind: "message", message } satisfies ParentMessage);
+    },
+    onMessage: (l) => listeners.push(l),
+    onClose: (l) => closeListeners.push(l),
+    close: () => child.kill("SIGTERM"),
+  };
+  services.hub.attach(link, options.organizationId, options.runnerId);
+  await services.hub.waitForHello(options.organizationId, options.runnerId, 15_000);
+  const shutdown = async (removeAll: boolean) => {
+    if (child.connected) child.send({ kind: "shutdown", removeAll } satisfies ParentMessage);
+    else child.kill("SIGTERM");
+    await exited;
+  };
+  return { close: () => shutdown(false), removeAll: () => shutdown(true) };
 }
 
 export function buildApp(store: OpenedStore, services: Services, logger: Logger) {
@@ -121,7 +158,7 @@ export async function startServer(
       { tokenFile: boot.tokenFile },
       "bootstrapped organization 'default' and user 'admin'",
     );
-  const backend = config.localRunner
+  const localRunner = config.localRunner
     ? await startLocalRunner(
         services,
         { dataDir: config.dataDir, organizationId: DEFAULT_ORG, runnerId: LOCAL_RUNNER },
@@ -146,7 +183,7 @@ export async function startServer(
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
       });
       // Sandboxes end with the runner; their records say so before the store closes.
-      await backend?.close();
+      await localRunner?.close();
       await new Promise((resolve) => setImmediate(resolve));
       await services.hub.idle();
       await store.close();

@@ -102,6 +102,15 @@ export class RunnerHub {
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
   }
 
+  /** Resolves once the runner has said hello (connected, or unavailable and why), or at the timeout. */
+  async waitForHello(organizationId: string, runnerId: string, timeoutMs: number): Promise<void> {
+    const k = key(organizationId, runnerId);
+    for (let waited = 0; waited < timeoutMs; waited += 20) {
+      if (this.connections.has(k) || this.unavailable.has(k)) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   isConnected(organizationId: string, runnerId: string): boolean {
     return this.connections.has(key(organizationId, runnerId));
   }

@@ -19,6 +19,8 @@ export interface TestApp {
   call(method: string, path: string, body?: unknown, token?: string): Promise<TestResponse>;
   /** Sends a raw body text (for syntax and duplicate-key tests). */
   callRaw(method: string, path: string, text: string, token?: string): Promise<TestResponse>;
+  /** The raw Response (binary bodies, streams); the admin token unless `token` is given. */
+  fetch(method: string, path: string, token?: string): Promise<Response>;
   close(): Promise<void>;
 }
 
@@ -39,14 +41,14 @@ export async function startTestApp(
   });
   const logger = pino({ level: process.env.PADDOCK_TEST_LOG ?? "silent" });
   const services = buildServices(store, logger);
-  const backend = options.localRunner
+  const localRunner = options.localRunner
     ? await startLocalRunner(
         services,
         { dataDir, organizationId: "default", runnerId: "local" },
         logger,
       )
     : undefined;
-  if (backend) await waitForRunner(services.hub);
+  if (localRunner) await waitForRunner(services.hub);
   const app = buildApp(store, services, logger);
   const callRaw = async (
     method: string,
@@ -75,8 +77,10 @@ export async function startTestApp(
     call: (method, path, body, token) =>
       callRaw(method, path, body === undefined ? undefined : JSON.stringify(body), token),
     callRaw: (method, path, text, token) => callRaw(method, path, text, token),
+    fetch: (method, path, token = ADMIN_TOKEN) =>
+      Promise.resolve(app.request(path, { method, headers: { authorization: `Bearer ${token}` } })),
     async close() {
-      await backend?.shutdownAll();
+      await localRunner?.removeAll();
       await services.hub.idle();
       await store.close();
       rmSync(dataDir, { recursive: true, force: true });

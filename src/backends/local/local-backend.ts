@@ -10,6 +10,7 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -349,6 +350,7 @@ export class LocalBackend implements Backend {
         resolveExited();
       });
       await started;
+      await commandStarted(sandbox.initPid, child);
       this.update(
         sandbox,
         { status: "SANDBOX_STATUS_RUNNING", statusReason: "", startedAtMs: Date.now() },
@@ -653,6 +655,25 @@ export class LocalBackend implements Backend {
     await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
   }
+}
+
+/**
+ * bubblewrap reports its init's pid right after cloning it, before the
+ * mounts and id maps are in place; the sandbox is ready once init has forked
+ * the command, which it does last.
+ */
+async function commandStarted(initPid: number, child: ChildProcess): Promise<void> {
+  const children = `/proc/${initPid}/task/${initPid}/children`;
+  for (let i = 0; i < 10_000; i++) {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    try {
+      if (readFileSync(children, "utf8").trim() !== "") return;
+    } catch {
+      return; // init is gone: the exit handler reports why
+    }
+    await new Promise((resolve) => setTimeout(resolve, i < 50 ? 0 : 1));
+  }
+  throw new Error("the sandbox's command did not start within 10 s");
 }
 
 /** A free TCP port on this host for a published exposure. */

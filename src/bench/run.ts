@@ -1,0 +1,150 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { PaddockClient } from "../client/client.js";
+import { serveConfig } from "../config.js";
+import { startServer } from "../server.js";
+import { PACKAGE_ROOT } from "../version.js";
+import { type Figure, figure } from "./stats.js";
+
+/**
+ * `npm run bench`: every figure measured in this run next to its reference,
+ * printed as a table and written to bench/results.json.
+ */
+const RUNS = Number(process.env.PADDOCK_BENCH_RUNS ?? 100);
+
+async function main(): Promise<void> {
+  const figures: Figure[] = [];
+  const dataDir = mkdtempSync(join(tmpdir(), "paddock-bench-"));
+  process.env.PADDOCK_BOOTSTRAP_TOKEN = "pdk_bench";
+  const server = await startServer(
+    serveConfig({ listen: "127.0.0.1:0", dataDir }, { ...process.env, PADDOCK_LOG_LEVEL: "warn" }),
+  );
+  const client = new PaddockClient(server.url, "pdk_bench");
+  try {
+    // Warm up: first starts pay for code loading and the store's caches.
+    for (let i = 0; i < 5; i++) await startExecDelete(client);
+
+    const bare = bareBwrap(RUNS);
+    const bareFigure = figure("bare bwrap (same namespaces) running true", bare);
+    figures.push(bareFigure);
+
+    const startToExec: number[] = [];
+    for (let i = 0; i < RUNS; i++) startToExec.push(await startExecDelete(client));
+    figures.push(figure("local start → first exec, through the API", startToExec, bareFigure));
+
+    const sandbox = await client.post<{ sandboxId: string }>("/v1beta2/sandboxes?wait=true", {});
+    const execs: number[] = [];
+    for (let i = 0; i < RUNS * 2; i++) {
+      const t0 = performance.now();
+      await client.post(`/v1beta2/sandboxes/${sandbox.sandboxId}/exec`, { command: ["true"] });
+      execs.push(performance.now() - t0);
+    }
+    figures.push(figure("exec round trip (true) on a running sandbox", execs, bareFigure));
+    await client.delete(`/v1beta2/sandboxes/${sandbox.sandboxId}`);
+  } finally {
+    await server.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  print(figures);
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? "",
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+  };
+  writeFileSync(
+    join(PACKAGE_ROOT, "bench", "results.json"),
+    `${JSON.stringify({ machine, figures }, null, 2)}\n`,
+  );
+}
+
+async function startExecDelete(client: PaddockClient): Promise<number> {
+  const t0 = performance.now();
+  const s = await client.post<{ sandboxId: string; sandboxStatus: string; statusReason: string }>(
+    "/v1beta2/sandboxes?wait=true",
+    {},
+  );
+  if (s.sandboxStatus !== "SANDBOX_STATUS_RUNNING")
+    throw new Error(`sandbox did not start: ${s.statusReason}`);
+  await client.post(`/v1beta2/sandboxes/${s.sandboxId}/exec`, { command: ["true"] });
+  const elapsed = performance.now() - t0;
+  await client.delete(`/v1beta2/sandboxes/${s.sandboxId}`);
+  return elapsed;
+}
+
+/**
+ * The floor: bubblewrap itself, with the namespaces a sandbox gets, running
+ * `true`. Timed from a small child process: forking from this one (which
+ * holds the embedded PostgreSQL) would charge the reference for our heap.
+ */
+function bareBwrap(runs: number): number[] {
+  const args = [
+    "--unshare-user",
+    "--uid",
+    "0",
+    "--gid",
+    "0",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-net",
+    "--unshare-cgroup-try",
+    "--die-with-parent",
+    "--new-session",
+    "--cap-drop",
+    "ALL",
+    "--ro-bind",
+    "/usr",
+    "/usr",
+    "--symlink",
+    "usr/bin",
+    "/bin",
+    "--symlink",
+    "usr/lib",
+    "/lib",
+    "--symlink",
+    "usr/lib64",
+    "/lib64",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--",
+    "/usr/bin/true",
+  ];
+  const script = `
+    const { spawnSync } = require("node:child_process");
+    const args = JSON.parse(process.argv[1]);
+    const samples = [];
+    for (let i = 0; i < Number(process.argv[2]); i++) {
+      const t0 = performance.now();
+      const r = spawnSync("setpriv", ["--reuid", "300999", "--regid", "300999", "--clear-groups", "bwrap", ...args]);
+      if (r.status !== 0) { console.error(String(r.stderr)); process.exit(1); }
+      samples.push(performance.now() - t0);
+    }
+    console.log(JSON.stringify(samples));`;
+  const r = spawnSync(process.execPath, ["-e", script, JSON.stringify(args), String(runs)], {
+    encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`bare bwrap failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as number[];
+}
+
+function print(figures: Figure[]): void {
+  const rows = figures.map((f) => [
+    f.name,
+    f.median.toFixed(2),
+    f.p99.toFixed(2),
+    String(f.runs),
+    f.ratio === undefined ? "" : `${f.ratio.toFixed(2)}× ${f.reference}`,
+  ]);
+  const headers = ["figure", "median ms", "p99 ms", "runs", "vs reference"];
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  for (const row of [headers, ...rows])
+    process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);
+}
+
+await main();
+process.exit(0);
