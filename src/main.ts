@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { registerAdminCommands } from "./cli/admin.js";
 import { CliError, describeFailure } from "./cli/context.js";
+import { registerImageCommands } from "./cli/image.js";
 import { registerLoginCommand } from "./cli/login.js";
 import { registerProfileCommands } from "./cli/profile.js";
 import { registerRunnerCommands } from "./cli/runner.js";
@@ -27,6 +28,7 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
   registerServeCommand(program);
   registerLoginCommand(program);
   registerRunnerStartCommand(program);
+  registerImageCommands(program);
   const sandbox = program.command("sandbox").description("Sandboxes, profiles and runners");
   registerProfileCommands(sandbox);
   registerRunnerCommands(sandbox);

@@ -70,6 +70,7 @@ export async function startLocalRunner(
     instance: instanceName(options.dataDir),
     helperDir: join(PACKAGE_ROOT, "dist", "native"),
     ...(process.env.PADDOCK_LOCAL_ROOT ? { root: process.env.PADDOCK_LOCAL_ROOT } : {}),
+    ...(process.env.PADDOCK_IMAGE_ROOT ? { imageRoot: process.env.PADDOCK_IMAGE_ROOT } : {}),
   };
   const child = fork(join(PACKAGE_ROOT, "dist", "runners", "local-runner-process.js"), [], {
     env: {

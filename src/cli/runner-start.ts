@@ -45,6 +45,7 @@ export function registerRunnerStartCommand(program: Command): void {
         instance: instanceName(resolve(opts.dataDir)),
         helperDir: join(PACKAGE_ROOT, "dist", "native"),
         ...(process.env.PADDOCK_LOCAL_ROOT ? { root: process.env.PADDOCK_LOCAL_ROOT } : {}),
+        ...(process.env.PADDOCK_IMAGE_ROOT ? { imageRoot: process.env.PADDOCK_IMAGE_ROOT } : {}),
       });
       const reason = backend.unavailableReason();
       if (reason) logger.warn(`this runner cannot run sandboxes: ${reason}`);

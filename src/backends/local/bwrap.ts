@@ -71,15 +71,10 @@ export function bwrapArgs(
   if (!layout.ownNetwork) a.push("--unshare-net");
 
   if (layout.imageRoot) {
-    // The image stays read-only and shared; this sandbox writes to its own upper layer.
-    a.push(
-      "--overlay-src",
-      layout.imageRoot,
-      "--overlay",
-      layout.dirs.upper,
-      layout.dirs.work,
-      "/",
-    );
+    // The image is shared and read-only; the sandbox writes to its own /tmp, /root and workspace.
+    bind("--ro-bind", layout.imageRoot, "/");
+    bind("--bind", layout.dirs.tmp, "/tmp");
+    bind("--bind", layout.dirs.home, "/root");
   } else {
     a.push("--ro-bind", "/usr", "/usr");
     for (const [link, target] of [

@@ -40,6 +40,7 @@ import {
   SandboxCgroup,
 } from "./cgroups.js";
 import { runHelper } from "./helper-process.js";
+import { ImageStore } from "./images.js";
 import { LogWriter, streamLog } from "./logs.js";
 import {
   groupSetsOf,
@@ -69,6 +70,8 @@ export function instanceName(dataDir: string): string {
 export interface LocalBackendOptions {
   /** Names this runner's sandboxes apart from other Paddock instances' on the host (stable across restarts). */
   instance: string;
+  /** The local image store (default /var/lib/paddock/images). */
+  imageRoot?: string;
   /** Root for sandbox directories; each instance gets its own subdirectory. */
   root?: string;
   /** Directory holding paddock-nsexec and paddock-pause. */
@@ -106,6 +109,7 @@ export class LocalBackend implements Backend {
   private readonly nsexec: string;
   private readonly stateDir: string;
   private readonly network: LocalNetwork;
+  private readonly images: ImageStore;
 
   constructor(private readonly options: LocalBackendOptions) {
     this.cgroups = detectLayout(options.instance);
@@ -114,6 +118,7 @@ export class LocalBackend implements Backend {
     this.stateDir = join(options.root ?? DEFAULT_LOCAL_ROOT, options.instance);
     // Searchable, not listable: each sandbox's uid reaches only its own directories.
     makeSearchable(options.root ?? DEFAULT_LOCAL_ROOT, this.stateDir);
+    this.images = new ImageStore(options.imageRoot);
     this.network = new LocalNetwork(options.instance, options.root ?? DEFAULT_LOCAL_ROOT);
   }
 
@@ -149,11 +154,17 @@ export class LocalBackend implements Backend {
         `runtime class '${spec.runtimeClass}' is not available on this runner (the local backend runs: runc/bubblewrap)`,
       );
     }
+    let imageRoot: string | undefined;
     if (spec.image) {
-      return this.failed(
-        sandboxId,
-        `image '${spec.image}' is not in this runner's local image store`,
-      );
+      try {
+        imageRoot =
+          this.images.rootfs(spec.image) ??
+          (await this.images.pull(spec.image), this.images.rootfs(spec.image));
+      } catch (error) {
+        return this.failed(sandboxId, (error as Error).message);
+      }
+      if (!imageRoot)
+        return this.failed(sandboxId, `image '${spec.image}' is not in the local image store`);
     }
     if (
       spec.ingress &&
@@ -268,7 +279,7 @@ export class LocalBackend implements Backend {
       };
       const args = bwrapArgs(
         {
-          imageRoot: undefined,
+          imageRoot,
           dirs,
           helperDir: this.options.helperDir,
           hostname,
@@ -301,7 +312,12 @@ export class LocalBackend implements Backend {
       sandbox.process = child;
       const log = new LogWriter(join(dir, "log"));
       child.stdout?.on("data", (c: Buffer) => log.write("stdout", c));
-      child.stderr?.on("data", (c: Buffer) => log.write("stderr", c));
+      let lastStderr = "";
+      child.stderr?.on("data", (c: Buffer) => {
+        log.write("stderr", c);
+        const lines = c.toString("utf8").trim().split("\n");
+        lastStderr = (lines[lines.length - 1] ?? "").slice(0, 300);
+      });
       let bwrapExitCode: number | undefined;
       const started = new Promise<void>((resolve, reject) => {
         const status = child.stdio[3];
@@ -340,7 +356,7 @@ export class LocalBackend implements Backend {
         } else {
           const reason = cgroup.oomKilled()
             ? `killed: out of memory (memory limit ${spec.memoryLimit})`
-            : `exited with code ${exitCode}`;
+            : `exited with code ${exitCode}${lastStderr ? `: ${lastStderr}` : ""}`;
           this.update(
             sandbox,
             { status: "SANDBOX_STATUS_FAILED", statusReason: reason, exitCode },
@@ -350,7 +366,11 @@ export class LocalBackend implements Backend {
         resolveExited();
       });
       await started;
-      await commandStarted(sandbox.initPid, child);
+      if (!(await commandStarted(sandbox.initPid, child))) {
+        // It ended during setup: the exit handler has the reason.
+        await sandbox.exited;
+        return sandbox.observed;
+      }
       this.update(
         sandbox,
         { status: "SANDBOX_STATUS_RUNNING", statusReason: "", startedAtMs: Date.now() },
@@ -662,14 +682,14 @@ export class LocalBackend implements Backend {
  * mounts and id maps are in place; the sandbox is ready once init has forked
  * the command, which it does last.
  */
-async function commandStarted(initPid: number, child: ChildProcess): Promise<void> {
+async function commandStarted(initPid: number, child: ChildProcess): Promise<boolean> {
   const children = `/proc/${initPid}/task/${initPid}/children`;
   for (let i = 0; i < 10_000; i++) {
-    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (child.exitCode !== null || child.signalCode !== null) return false;
     try {
-      if (readFileSync(children, "utf8").trim() !== "") return;
+      if (readFileSync(children, "utf8").trim() !== "") return true;
     } catch {
-      return; // init is gone: the exit handler reports why
+      return false; // init is gone: the exit handler reports why
     }
     await new Promise((resolve) => setTimeout(resolve, i < 50 ? 0 : 1));
   }
