@@ -75,7 +75,15 @@ export class RunnerHub {
       this.inFlight.add(work);
       void work.then(() => this.inFlight.delete(work));
     });
-    link.onClose(() => void this.detach(connection));
+    link.onClose(() => {
+      const work = queue.then(() =>
+        this.detach(connection).catch((error: unknown) =>
+          this.logger.error({ err: error, runnerId }, "recording the disconnect failed"),
+        ),
+      );
+      this.inFlight.add(work);
+      void work.then(() => this.inFlight.delete(work));
+    });
   }
 
   private async detach(connection: Connection): Promise<void> {
