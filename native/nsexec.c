@@ -18,6 +18,11 @@
  * -u starts a sandbox: it joins the cgroups before anything is forked, then
  * becomes UID (so bubblewrap maps the sandbox's root to it) and runs ARGV.
  *
+ * Descriptors: whatever this process inherited beyond stdio (from the runner,
+ * which got them from whoever started it) never reaches a sandbox. A command
+ * run with -p gets fds 0-2 only; with -u, ARGV is bubblewrap and keeps just
+ * the fds its options name (--bind-fd, --json-status-fd, ...).
+ *
  * With -t the command gets a new pseudo-terminal: this process relays
  * stdin → terminal and terminal → stdout; with -r FD it reads window sizes
  * as "ROWS COLS\n" lines from FD.
@@ -27,6 +32,7 @@
  * does everything before execve().
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -56,6 +62,89 @@ static void die(int code, const char *what) {
 
 static void forward(int sig) {
   if (child > 0) kill(-child, sig == SIGTERM || sig == SIGINT ? SIGKILL : sig);
+}
+
+/* Closes every fd from 3 up except those in keep (which it sorts). */
+static void close_fds_except(int *keep, int nkeep) {
+  for (int a = 1; a < nkeep; a++)
+    for (int b = a; b > 0 && keep[b - 1] > keep[b]; b--) {
+      int t = keep[b];
+      keep[b] = keep[b - 1];
+      keep[b - 1] = t;
+    }
+  unsigned int from = 3;
+  int ok = 1;
+  for (int k = 0; k <= nkeep && ok; k++) {
+    unsigned int upto = k < nkeep ? (unsigned int)keep[k] : ~0U;
+    if (k < nkeep && keep[k] < 3) continue;
+    if (upto > from && close_range(from, upto - 1, 0) < 0) ok = 0;
+    if (k < nkeep && upto + 1 > from) from = upto + 1;
+  }
+  if (ok) return;
+  /* No close_range (kernel before 5.9): close what /proc lists. */
+  DIR *dir = opendir("/proc/self/fd");
+  if (!dir) die(125, "/proc/self/fd");
+  int fds[4096], n = 0;
+  struct dirent *entry;
+  while ((entry = readdir(dir)) != NULL && n < 4096) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+    int fd = atoi(entry->d_name);
+    if (fd >= 3 && fd != dirfd(dir)) fds[n++] = fd;
+  }
+  closedir(dir);
+  for (int f = 0; f < n; f++) {
+    int kept = 0;
+    for (int k = 0; k < nkeep; k++) kept |= keep[k] == fds[f];
+    if (!kept) close(fds[f]);
+  }
+}
+
+/* bubblewrap's options (0.8 to 0.11): how many values each takes, and whether its first value is an fd it must inherit. */
+static const struct {
+  const char *name;
+  int values;
+  int fd;
+} BWRAP_OPTIONS[] = {
+    {"--help", 0, 0}, {"--version", 0, 0}, {"--unshare-all", 0, 0}, {"--share-net", 0, 0},
+    {"--unshare-user", 0, 0}, {"--unshare-user-try", 0, 0}, {"--unshare-ipc", 0, 0},
+    {"--unshare-pid", 0, 0}, {"--unshare-net", 0, 0}, {"--unshare-uts", 0, 0},
+    {"--unshare-cgroup", 0, 0}, {"--unshare-cgroup-try", 0, 0}, {"--userns", 1, 1},
+    {"--userns2", 1, 1}, {"--disable-userns", 0, 0}, {"--assert-userns-disabled", 0, 0},
+    {"--pidns", 1, 1}, {"--uid", 1, 0}, {"--gid", 1, 0}, {"--hostname", 1, 0}, {"--chdir", 1, 0},
+    {"--clearenv", 0, 0}, {"--setenv", 2, 0}, {"--unsetenv", 1, 0}, {"--lock-file", 1, 0},
+    {"--sync-fd", 1, 1}, {"--bind", 2, 0}, {"--bind-try", 2, 0}, {"--dev-bind", 2, 0},
+    {"--dev-bind-try", 2, 0}, {"--ro-bind", 2, 0}, {"--ro-bind-try", 2, 0}, {"--bind-fd", 2, 1},
+    {"--ro-bind-fd", 2, 1}, {"--remount-ro", 1, 0}, {"--exec-label", 1, 0}, {"--file-label", 1, 0},
+    {"--proc", 1, 0}, {"--dev", 1, 0}, {"--tmpfs", 1, 0}, {"--mqueue", 1, 0}, {"--dir", 1, 0},
+    {"--file", 2, 1}, {"--bind-data", 2, 1}, {"--ro-bind-data", 2, 1}, {"--symlink", 2, 0},
+    {"--seccomp", 1, 1}, {"--add-seccomp-fd", 1, 1}, {"--block-fd", 1, 1},
+    {"--userns-block-fd", 1, 1}, {"--info-fd", 1, 1}, {"--json-status-fd", 1, 1},
+    {"--new-session", 0, 0}, {"--die-with-parent", 0, 0}, {"--as-pid-1", 0, 0},
+    {"--cap-add", 1, 0}, {"--cap-drop", 1, 0}, {"--perms", 1, 0}, {"--size", 1, 0},
+    {"--chmod", 2, 0}, {"--overlay-src", 1, 0}, {"--overlay", 3, 0}, {"--tmp-overlay", 1, 0},
+    {"--ro-overlay", 1, 0}, {"--level-prefix", 0, 0},
+};
+
+/*
+ * Before exec'ing bubblewrap: closes every fd above 2 that its options do
+ * not name. An option this table does not know (or --args, whose options
+ * come from an fd) leaves every fd open rather than break the sandbox.
+ */
+static void close_fds_but_bwraps(char **command) {
+  int keep[MAX_ITEMS], nkeep = 0;
+  for (int i = 1; command[i] != NULL; i++) {
+    const char *arg = command[i];
+    if (strcmp(arg, "--") == 0 || strncmp(arg, "--", 2) != 0) break;
+    int known = -1;
+    for (size_t o = 0; o < sizeof BWRAP_OPTIONS / sizeof BWRAP_OPTIONS[0]; o++)
+      if (strcmp(arg, BWRAP_OPTIONS[o].name) == 0) known = (int)o;
+    if (known < 0 || strcmp(arg, "--args") == 0) return;
+    for (int v = 1; v <= BWRAP_OPTIONS[known].values; v++)
+      if (command[i + v] == NULL) return;
+    if (BWRAP_OPTIONS[known].fd && nkeep < MAX_ITEMS) keep[nkeep++] = atoi(command[i + 1]);
+    i += BWRAP_OPTIONS[known].values;
+  }
+  close_fds_except(keep, nkeep);
 }
 
 static int open_ns(int pid, const char *ns, int optional) {
@@ -277,6 +366,7 @@ int main(int argc, char **argv) {
     if (setgroups(0, NULL) < 0) die(125, "setgroups");
     if (setresgid(uid, uid, uid) < 0) die(125, "setresgid");
     if (setresuid(uid, uid, uid) < 0) die(125, "setresuid");
+    close_fds_but_bwraps(command);
     execvp(command[0], command);
     die(errno == ENOENT ? 127 : 126, command[0]);
   }
@@ -328,6 +418,7 @@ int main(int argc, char **argv) {
       dup2(slave, 2);
       if (slave > 2) close(slave);
     }
+    close_fds_except(NULL, 0);
     drop_privileges();
     if (read_path) _exit(read_file(read_path, max_bytes));
     if (write_path) _exit(write_file(write_path));

@@ -4,7 +4,6 @@ import { ApiError, type PaddockClient } from "../client/client.js";
 import type { SandboxWire } from "../sandboxes/sandbox.js";
 import { CliError, clientFor, globals } from "./context.js";
 import { age, printData, printRows } from "./output.js";
-import { listAll } from "./profile.js";
 
 const BASE = "/v1beta2/sandboxes";
 
@@ -122,6 +121,26 @@ function readStdinIfPiped(): Buffer | undefined {
   }
 }
 
+/** Every page of the sandbox list, the filters kept on each page's query. */
+async function listSandboxes(
+  client: PaddockClient,
+  filters: URLSearchParams,
+): Promise<SandboxWire[]> {
+  const items: SandboxWire[] = [];
+  let pageToken = "";
+  do {
+    const query = new URLSearchParams(filters);
+    query.set("pageSize", "1000");
+    if (pageToken) query.set("pageToken", pageToken);
+    const page = await client.get<{ sandboxes: SandboxWire[]; nextPageToken: string }>(
+      `${BASE}?${query}`,
+    );
+    items.push(...page.sandboxes);
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  return items;
+}
+
 function statusWord(status: string): string {
   return status.replace("SANDBOX_STATUS_", "");
 }
@@ -179,12 +198,11 @@ export function registerSandboxCommands(
     .option("--tag <tag>", "only with this tag (repeatable)", collect, [])
     .option("--runner-id <id>", "only on this runner")
     .action(async (opts: { status?: string; tag: string[]; runnerId?: string }, cmd: Command) => {
-      const query = new URLSearchParams();
-      if (opts.status) query.set("status", opts.status);
-      for (const t of opts.tag) query.append("tags", t);
-      if (opts.runnerId) query.set("runnerId", opts.runnerId);
-      const suffix = query.size > 0 ? `?${query}` : "";
-      const items = await listAll<SandboxWire>(clientFor(cmd), `${BASE}${suffix}`, "sandboxes");
+      const filters = new URLSearchParams();
+      if (opts.status) filters.set("status", opts.status);
+      for (const t of opts.tag) filters.append("tags", t);
+      if (opts.runnerId) filters.set("runnerId", opts.runnerId);
+      const items = await listSandboxes(clientFor(cmd), filters);
       printRows(
         globals(cmd).output,
         items,

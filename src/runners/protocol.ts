@@ -119,39 +119,3 @@ export interface Link<Out, In> {
   onClose(listener: () => void): void;
   close(): void;
 }
-
-/** Two connected ends in one process: the embedded runner's connection. */
-export function memoryLinkPair(): [
-  Link<AgentMessage, ControlMessage>,
-  Link<ControlMessage, AgentMessage>,
-] {
-  const agentListeners: ((m: ControlMessage) => void)[] = [];
-  const controlListeners: ((m: AgentMessage) => void)[] = [];
-  const closeListeners: (() => void)[] = [];
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    for (const l of closeListeners) l();
-  };
-  // Delivered on a later tick, as a socket would: no re-entrancy surprises.
-  const deliver = <T>(listeners: ((m: T) => void)[], message: T) => {
-    if (closed) return;
-    queueMicrotask(() => {
-      for (const l of listeners) l(message);
-    });
-  };
-  const agentEnd: Link<AgentMessage, ControlMessage> = {
-    send: (m) => deliver(controlListeners, m),
-    onMessage: (l) => agentListeners.push(l),
-    onClose: (l) => closeListeners.push(l),
-    close,
-  };
-  const controlEnd: Link<ControlMessage, AgentMessage> = {
-    send: (m) => deliver(agentListeners, m),
-    onMessage: (l) => controlListeners.push(l),
-    onClose: (l) => closeListeners.push(l),
-    close,
-  };
-  return [agentEnd, controlEnd];
-}

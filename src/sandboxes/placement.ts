@@ -6,6 +6,7 @@ import { resourceViolations } from "../profiles/spec-rules.js";
 import type { ProfileSpec } from "../profiles/spec-schema.js";
 import { compareQuantities } from "../resources/quantity.js";
 import { type Binding, effectiveProfileName, type Runner } from "../runners/runner.js";
+import { joinPath } from "../wire/proto-json.js";
 import {
   DEFAULT_LIFETIME_SECONDS,
   type LaunchSpec,
@@ -159,6 +160,29 @@ function noPlacement(
   );
 }
 
+/**
+ * Environment variables a process can actually have: a name that is not
+ * empty and holds no `=` or NUL, a value without NUL.
+ */
+export function environmentViolations(
+  env: Record<string, string>,
+  basePath: string,
+): FieldViolation[] {
+  const out: FieldViolation[] = [];
+  for (const [name, value] of Object.entries(env)) {
+    const field = joinPath(basePath, [name]);
+    if (name === "" || name.includes("=") || name.includes("\0")) {
+      out.push({
+        field,
+        description: `a variable name must be non-empty and hold no '=' or NUL, found ${JSON.stringify(name)}`,
+      });
+    } else if (value.includes("\0")) {
+      out.push({ field, description: "the value must not hold a NUL character" });
+    }
+  }
+  return out;
+}
+
 /** The request as the top layer: only fields it sets. */
 function requestLayer(request: StartSandboxRequest): ProfileSpec {
   const layer: ProfileSpec = {};
@@ -294,6 +318,9 @@ function resolveLaunch(
       violations.push({ field: `mountedFiles[${i}].fileContent`, description: "must be base64" });
     return { mountPath: f.mountPath, fileContentBase64: content };
   });
+  violations.push(
+    ...environmentViolations(request.environmentVariables ?? {}, "environmentVariables"),
+  );
   if (
     request.command !== undefined &&
     request.command.trim() === "" &&

@@ -123,11 +123,16 @@ export function sandboxRoutes(sandboxes: SandboxService): Route[] {
       async handle(ctx) {
         const prefix = `${BASE}/${ctx.params.id}/files/`;
         const raw = new URL(ctx.hono.req.url).pathname;
-        const path = `/${raw
-          .slice(raw.indexOf(prefix) + prefix.length)
-          .split("/")
-          .map(decodeURIComponent)
-          .join("/")}`;
+        const encoded = raw.slice(raw.indexOf(prefix) + prefix.length);
+        let path: string;
+        try {
+          path = `/${encoded.split("/").map(decodeURIComponent).join("/")}`;
+        } catch {
+          throw invalidField(
+            "path",
+            `must be URL path segments with valid percent-encoding, found ${JSON.stringify(encoded)}`,
+          );
+        }
         const content = await sandboxes.readFile(ctx.principal, ctx.params.id ?? "", path);
         return new Response(content, {
           status: 200,

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import * as z from "zod";
 import type { Clock } from "../clock.js";
-import { AppError, invalidField, notFound } from "../errors.js";
+import { AppError, invalidArgument, invalidField, notFound } from "../errors.js";
 import { type Principal, requireUser, type UserPrincipal } from "../identity/identity.js";
 import { IdentityRepo } from "../identity/identity-repo.js";
 import type { ProfileTemplate } from "../profiles/profile.js";
@@ -13,9 +13,10 @@ import { RunnerRepo } from "../runners/runner-repo.js";
 import type { Db } from "../store/database.js";
 import { type PageRequest, readPage } from "../store/paging.js";
 import { parseMessage } from "../wire/proto-json.js";
-import { placeSandbox } from "./placement.js";
+import { environmentViolations, placeSandbox } from "./placement.js";
 import {
   isTerminal,
+  MAX_LIFETIME_SECONDS,
   SANDBOX_STATUSES,
   type Sandbox,
   type SandboxStatus,
@@ -27,6 +28,7 @@ export const MAX_FILE_BYTES = 32 * 1024 * 1024;
 export const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
 export const MAX_EXEC_OUTPUT_BYTES = 16 * 1024 * 1024;
 const START_WAIT_MS = 120_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const int64 = z.union([
   z.number().int(),
@@ -318,10 +320,18 @@ export class SandboxService {
     if (command.length === 0 || command[0] === "")
       throw invalidField("command", "required: the program and its arguments");
     const timeoutSeconds = request.maxTimeoutSeconds ?? DEFAULT_EXEC_TIMEOUT_SECONDS;
-    if (timeoutSeconds <= 0)
-      throw invalidField("maxTimeoutSeconds", `must be positive, found ${timeoutSeconds}`);
+    if (timeoutSeconds <= 0 || timeoutSeconds > MAX_LIFETIME_SECONDS)
+      throw invalidField(
+        "maxTimeoutSeconds",
+        `must be from 1 to ${MAX_LIFETIME_SECONDS} (30 days, the longest a sandbox lives), found ${timeoutSeconds}`,
+      );
     const stdin = request.stdin ?? "";
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(stdin)) throw invalidField("stdin", "must be base64");
+    const envProblems = environmentViolations(
+      request.environmentVariables ?? {},
+      "environmentVariables",
+    );
+    if (envProblems.length > 0) throw invalidArgument(envProblems);
     const sandbox = await this.running(p, sandboxId);
     const result = await this.hub.request(sandbox.organizationId, sandbox.runnerId, {
       op: "exec",
@@ -330,7 +340,8 @@ export class SandboxService {
       stdin,
       env: request.environmentVariables ?? {},
       workingDir: request.workingDir ?? "",
-      timeoutMs: timeoutSeconds * 1000,
+      // Node timers fire at once past 2^31-1 ms (24.8 days): longer is as good as forever here.
+      timeoutMs: Math.min(timeoutSeconds * 1000, MAX_TIMER_MS),
       maxOutputBytes: MAX_EXEC_OUTPUT_BYTES,
     }).result;
     return ExecResponseSchema.parse(result);

@@ -213,7 +213,7 @@ export class SandboxCgroup {
       }
       await sleep(attempt < 10 ? 5 : 50);
     }
-    for (const dir of this.dirs()) removeDir(dir);
+    for (const dir of this.dirs()) await removeDir(dir);
   }
 }
 
@@ -224,8 +224,13 @@ function enableV2Controllers(dir: string): void {
   if (wanted.length > 0) writeFileSync(file, wanted.map((c) => `+${c}`).join(" "));
 }
 
-function removeDir(dir: string): void {
-  for (let attempt = 0; attempt < 50; attempt++) {
+/**
+ * Removes an emptied cgroup. On v2 a killed task leaves cgroup.procs before
+ * the group stops counting as populated, so rmdir can answer EBUSY for a
+ * moment after the last pid is gone: retry with a pause, as runc does.
+ */
+async function removeDir(dir: string): Promise<void> {
+  for (let attempt = 0; attempt < 60; attempt++) {
     try {
       rmdirSync(dir);
       return;
@@ -234,6 +239,7 @@ function removeDir(dir: string): void {
       if (code === "ENOENT") return;
       if (code !== "EBUSY") throw error;
     }
+    await sleep(attempt < 10 ? 5 : 50);
   }
 }
 

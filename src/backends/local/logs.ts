@@ -1,4 +1,5 @@
 import { closeSync, existsSync, openSync, readSync, statSync, writeSync } from "node:fs";
+import { StringDecoder } from "node:string_decoder";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /**
@@ -9,6 +10,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 export class LogWriter {
   private readonly fd: number;
   private readonly pending: Record<"stdout" | "stderr", string> = { stdout: "", stderr: "" };
+  /** Per stream, so that a character split across two chunks is decoded whole. */
+  private readonly decoders = {
+    stdout: new StringDecoder("utf8"),
+    stderr: new StringDecoder("utf8"),
+  };
   private static readonly MAX_LINE = 16 * 1024;
 
   constructor(
@@ -19,7 +25,7 @@ export class LogWriter {
   }
 
   write(stream: "stdout" | "stderr", chunk: Buffer): void {
-    let text = this.pending[stream] + chunk.toString("utf8");
+    let text = this.pending[stream] + this.decoders[stream].write(chunk);
     let newline = text.indexOf("\n");
     const stamp = timestamp(this.now());
     let out = "";
@@ -29,8 +35,11 @@ export class LogWriter {
       newline = text.indexOf("\n");
     }
     while (text.length > LogWriter.MAX_LINE) {
-      out += `${stamp} ${stream} P ${text.slice(0, LogWriter.MAX_LINE)}\n`;
-      text = text.slice(LogWriter.MAX_LINE);
+      // Never cut a surrogate pair in two: each half alone is not UTF-8.
+      const high = text.charCodeAt(LogWriter.MAX_LINE - 1);
+      const cut = high >= 0xd800 && high <= 0xdbff ? LogWriter.MAX_LINE - 1 : LogWriter.MAX_LINE;
+      out += `${stamp} ${stream} P ${text.slice(0, cut)}\n`;
+      text = text.slice(cut);
     }
     this.pending[stream] = text;
     if (out) writeSync(this.fd, out);
@@ -40,6 +49,7 @@ export class LogWriter {
   close(): void {
     const stamp = timestamp(this.now());
     for (const stream of ["stdout", "stderr"] as const) {
+      this.pending[stream] += this.decoders[stream].end();
       if (this.pending[stream])
         writeSync(this.fd, `${stamp} ${stream} P ${this.pending[stream]}\n`);
       this.pending[stream] = "";
@@ -100,7 +110,8 @@ export async function streamLog(
 ): Promise<void> {
   if (!existsSync(path)) return;
   let offset = 0;
-  let carry = "";
+  // Bytes after the last complete record: a read may end inside a record, even inside a character.
+  let carry = Buffer.alloc(0);
   const readNew = (): string[] => {
     const size = statSync(path).size;
     if (size <= offset) return [];
@@ -109,10 +120,11 @@ export async function streamLog(
       const buffer = Buffer.alloc(size - offset);
       const n = readSync(fd, buffer, 0, buffer.length, offset);
       offset += n;
-      const text = carry + buffer.subarray(0, n).toString("utf8");
-      const lines = text.split("\n");
-      carry = lines.pop() ?? "";
-      return lines;
+      const bytes = Buffer.concat([carry, buffer.subarray(0, n)]);
+      const end = bytes.lastIndexOf(0x0a);
+      carry = Buffer.from(bytes.subarray(end + 1));
+      if (end < 0) return [];
+      return bytes.subarray(0, end).toString("utf8").split("\n");
     } finally {
       closeSync(fd);
     }
