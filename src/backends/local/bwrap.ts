@@ -53,6 +53,8 @@ export function bwrapArgs(
     a.push(`${flag}-fd`, String(fdFor(hostPath)), dest);
   const a: string[] = [
     "--unshare-user",
+    // No nested user namespaces: inside one, a sandbox would hold every capability again.
+    "--disable-userns",
     "--uid",
     "0",
     "--gid",

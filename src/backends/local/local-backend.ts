@@ -39,6 +39,7 @@ import {
   removeParentGroups,
   SandboxCgroup,
 } from "./cgroups.js";
+import { SlotClaims } from "./claims.js";
 import { runHelper } from "./helper-process.js";
 import { ImageStore } from "./images.js";
 import { LogWriter, streamLog } from "./logs.js";
@@ -103,13 +104,13 @@ interface LocalSandbox {
 export class LocalBackend implements Backend {
   readonly kind = "local" as const;
   private readonly sandboxes = new Map<string, LocalSandbox>();
-  private readonly usedUids = new Set<number>();
   private readonly cgroups: CgroupLayout | undefined;
   private readonly bwrap: string;
   private readonly nsexec: string;
   private readonly stateDir: string;
   private readonly network: LocalNetwork;
   private readonly images: ImageStore;
+  private readonly uids: SlotClaims;
 
   constructor(private readonly options: LocalBackendOptions) {
     this.cgroups = detectLayout(options.instance);
@@ -119,6 +120,11 @@ export class LocalBackend implements Backend {
     // Searchable, not listable: each sandbox's uid reaches only its own directories.
     makeSearchable(options.root ?? DEFAULT_LOCAL_ROOT, this.stateDir);
     this.images = new ImageStore(options.imageRoot);
+    this.uids = new SlotClaims(
+      join(options.root ?? DEFAULT_LOCAL_ROOT, "uid-slots"),
+      MAX_SANDBOXES,
+      "sandbox uid",
+    );
     this.network = new LocalNetwork(options.instance, options.root ?? DEFAULT_LOCAL_ROOT);
   }
 
@@ -184,7 +190,7 @@ export class LocalBackend implements Backend {
       );
     }
 
-    const uid = this.allocateUid();
+    const uid = this.allocateUid(sandboxId);
     const dir = join(this.stateDir, "sandboxes", sandboxId);
     const dirs = {
       tmp: join(dir, "tmp"),
@@ -230,8 +236,10 @@ export class LocalBackend implements Backend {
         mkdirSync(d, { recursive: true, mode: 0o755 });
         chownSync(d, uid, uid);
       }
-      for (const [name, content] of Object.entries(etcFiles(hostname)))
+      for (const [name, content] of Object.entries(etcFiles(hostname))) {
         writeFileSync(join(dirs.etc, name), content);
+        chownSync(join(dirs.etc, name), uid, uid);
+      }
       const mountedFiles = spec.mountedFiles.map((f, i) => {
         const hostPath = join(dir, `mounted-${i}`);
         writeFileSync(hostPath, Buffer.from(f.fileContentBase64, "base64"), { mode: 0o644 });
@@ -407,17 +415,9 @@ export class LocalBackend implements Backend {
     onChange?.(sandbox.observed);
   }
 
-  private allocateUid(): number {
-    for (let slot = 0; slot < MAX_SANDBOXES; slot++) {
-      const uid = FIRST_UID + slot;
-      if (!this.usedUids.has(uid)) {
-        this.usedUids.add(uid);
-        return uid;
-      }
-    }
-    throw new AppError("RESOURCE_EXHAUSTED", "this runner holds as many sandboxes as it can", {
-      reason: "RUNNER_FULL",
-    });
+  /** A host uid no other sandbox on this host (of any Paddock instance) holds. */
+  private allocateUid(sandboxId: string): number {
+    return FIRST_UID + this.uids.claim(`${this.options.instance}/${sandboxId}`, 0);
   }
 
   async stop(
@@ -466,7 +466,7 @@ export class LocalBackend implements Backend {
       await this.network.destroy(sandbox.network.address, sandbox.network.groupSets);
     sandbox.network = undefined;
     rmSync(sandbox.dir, { recursive: true, force: true });
-    this.usedUids.delete(sandbox.uid);
+    this.uids.release(sandbox.uid - FIRST_UID);
   }
 
   /** After a restart: whatever a sandbox of this id left on the host. */
@@ -485,6 +485,10 @@ export class LocalBackend implements Backend {
     const ids = new Set<string>(existsSync(root) ? readdirSync(root) : []);
     if (this.cgroups) for (const id of listSandboxCgroups(this.cgroups)) ids.add(id);
     await this.network.cleanupExcept(new Set(this.sandboxes.keys()));
+    for (const { slot, owner } of this.uids.owned(`${this.options.instance}/`)) {
+      if (!this.sandboxes.has(owner.slice(this.options.instance.length + 1)))
+        this.uids.release(slot);
+    }
     const out: ObservedSandbox[] = [];
     for (const id of ids) {
       const live = this.sandboxes.get(id);
@@ -544,7 +548,8 @@ export class LocalBackend implements Backend {
         },
       );
     }
-    if (result.code === 125)
+    // 125 with the helper's own message: it could not enter; a command may exit 125 itself.
+    if (result.code === 125 && result.stderr.toString().startsWith("paddock-nsexec:"))
       throw new AppError(
         "FAILED_PRECONDITION",
         `cannot enter sandbox ${sandboxId}: ${result.stderr.toString().trim()}`,

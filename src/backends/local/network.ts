@@ -11,6 +11,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { SlotClaims } from "./claims.js";
 
 const run = promisify(execFile);
 
@@ -246,45 +247,6 @@ export function groupSetsOf(spec: SandboxNetworkSpec): string[] {
   return (Object.keys(spec.groups) as Scope[]).map((scope) => groupSet(scope, spec.groups[scope]));
 }
 
-/** Host-wide claims of address slots: one file per slot, created exclusively, so every Paddock on the host agrees. */
-class SlotClaims {
-  constructor(private readonly dir: string) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-  }
-
-  claim(owner: string, preferred: number): number {
-    for (let i = 0; i < POOL_SLOTS; i++) {
-      const slot = (preferred + i) % POOL_SLOTS;
-      try {
-        const fd = openSync(join(this.dir, String(slot)), "wx", 0o600);
-        writeFileSync(fd, owner);
-        closeSync(fd);
-        return slot;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      }
-    }
-    throw new Error("no free sandbox network address on this host");
-  }
-
-  release(slot: number): void {
-    rmSync(join(this.dir, String(slot)), { force: true });
-  }
-
-  owned(ownerPrefix: string): { slot: number; owner: string }[] {
-    const out: { slot: number; owner: string }[] = [];
-    for (const name of readdirSync(this.dir)) {
-      try {
-        const owner = readFileSync(join(this.dir, name), "utf8");
-        if (owner.startsWith(ownerPrefix)) out.push({ slot: Number(name), owner });
-      } catch {
-        // released meanwhile
-      }
-    }
-    return out;
-  }
-}
-
 export class LocalNetwork {
   private readonly table: string;
   private readonly slots: SlotClaims;
@@ -295,7 +257,7 @@ export class LocalNetwork {
     stateRoot: string,
   ) {
     this.table = tableName(instance);
-    this.slots = new SlotClaims(join(stateRoot, "net-slots"));
+    this.slots = new SlotClaims(join(stateRoot, "net-slots"), POOL_SLOTS, "network address");
   }
 
   private ensureTable(): Promise<void> {
