@@ -19,9 +19,8 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .option("--server <url>", "Paddock server (env PADDOCK_SERVER)")
     .option("--token <token>", "API token (env PADDOCK_TOKEN)")
     .addOption(
-      new Option("-o, --output <format>", "output format")
-        .choices(["table", "json", "yaml"])
-        .default("table"),
+      // Not `.choices()`: `files read ID REMOTE -o LOCAL` gives -o a file name; globals() checks formats.
+      new Option("-o, --output <format>", "output format: table, json or yaml").default("table"),
     )
     .showHelpAfterError()
     .exitOverride();

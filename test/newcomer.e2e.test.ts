@@ -91,4 +91,10 @@ describe("a newcomer's first two commands", () => {
       expect.objectContaining({ profileName: "default", isDefault: true }),
     ]);
   });
+
+  it("the CLI with no flags runs a first sandbox", async () => {
+    const env = { HOME: home, XDG_CONFIG_HOME: join(home, ".config") };
+    const run = await runCli(["sandbox", "run", "--", "echo", "hi"], { cwd: checkout, env });
+    expect(run).toEqual({ code: 0, stdout: "hi\n", stderr: "" });
+  });
 });

@@ -74,12 +74,22 @@ export function resolveConnection(
   return { server, token };
 }
 
+export const OUTPUT_FORMATS: readonly OutputFormat[] = ["table", "json", "yaml"];
+
 export function globals(command: Command): GlobalOptions {
-  return command.optsWithGlobals() as GlobalOptions;
+  const options = command.optsWithGlobals() as GlobalOptions;
+  if (!OUTPUT_FORMATS.includes(options.output)) {
+    throw new CliError(
+      `-o/--output must be one of ${OUTPUT_FORMATS.join(", ")}, found ${JSON.stringify(options.output)}`,
+      2,
+    );
+  }
+  return options;
 }
 
 export function clientFor(command: Command): PaddockClient {
-  const { server, token } = resolveConnection(globals(command));
+  // Not globals(): `files read … -o LOCAL` uses -o for a file, and a client needs no format.
+  const { server, token } = resolveConnection(command.optsWithGlobals() as GlobalOptions);
   if (!token) {
     throw new CliError(
       `no API token for ${server}: pass --token, set PADDOCK_TOKEN, or run 'paddock login --server URL --token T'`,

@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { listAll } from "../client/client.js";
 import type { ProfileTemplateWire } from "../profiles/profile.js";
 import { parseProfileSpec } from "../profiles/spec-wire.js";
 import { clientFor, globals } from "./context.js";
@@ -111,21 +112,4 @@ export function registerProfileCommands(sandbox: Command): void {
       await clientFor(cmd).delete(`${BASE}/${encodeURIComponent(id)}`);
       process.stdout.write(`profile template ${id} deleted\n`);
     });
-}
-
-/** Follows nextPageToken to the end. */
-export async function listAll<T>(
-  client: ReturnType<typeof clientFor>,
-  path: string,
-  field: string,
-): Promise<T[]> {
-  const items: T[] = [];
-  let pageToken = "";
-  do {
-    const query = new URLSearchParams({ pageSize: "1000", ...(pageToken ? { pageToken } : {}) });
-    const page = await client.get<Record<string, unknown>>(`${path}?${query}`);
-    items.push(...((page[field] as T[]) ?? []));
-    pageToken = (page.nextPageToken as string) ?? "";
-  } while (pageToken);
-  return items;
 }

@@ -1,11 +1,11 @@
 import type { Command } from "commander";
+import { listAll } from "../client/client.js";
 import { parseProfileSpec } from "../profiles/spec-wire.js";
 import type { RunnerWire } from "../runners/runner.js";
 import { clientFor, globals } from "./context.js";
 import { runEdit } from "./edit-flow.js";
 import { readDocument } from "./input.js";
 import { age, printData, printRows } from "./output.js";
-import { listAll } from "./profile.js";
 
 const BASE = "/v1beta2/sandbox/runners";
 

@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { type Command, Option } from "commander";
-import { ApiError, type PaddockClient } from "../client/client.js";
+import { ApiError, listAll, type PaddockClient } from "../client/client.js";
 import type { SandboxWire } from "../sandboxes/sandbox.js";
 import { CliError, clientFor, globals } from "./context.js";
 import { age, printData, printRows } from "./output.js";
@@ -121,26 +121,6 @@ function readStdinIfPiped(): Buffer | undefined {
   }
 }
 
-/** Every page of the sandbox list, the filters kept on each page's query. */
-async function listSandboxes(
-  client: PaddockClient,
-  filters: URLSearchParams,
-): Promise<SandboxWire[]> {
-  const items: SandboxWire[] = [];
-  let pageToken = "";
-  do {
-    const query = new URLSearchParams(filters);
-    query.set("pageSize", "1000");
-    if (pageToken) query.set("pageToken", pageToken);
-    const page = await client.get<{ sandboxes: SandboxWire[]; nextPageToken: string }>(
-      `${BASE}?${query}`,
-    );
-    items.push(...page.sandboxes);
-    pageToken = page.nextPageToken;
-  } while (pageToken);
-  return items;
-}
-
 function statusWord(status: string): string {
   return status.replace("SANDBOX_STATUS_", "");
 }
@@ -202,7 +182,7 @@ export function registerSandboxCommands(
       if (opts.status) filters.set("status", opts.status);
       for (const t of opts.tag) filters.append("tags", t);
       if (opts.runnerId) filters.set("runnerId", opts.runnerId);
-      const items = await listSandboxes(clientFor(cmd), filters);
+      const items = await listAll<SandboxWire>(clientFor(cmd), BASE, "sandboxes", filters);
       printRows(
         globals(cmd).output,
         items,
@@ -308,8 +288,11 @@ export function registerSandboxCommands(
     .description("Read REMOTE (absolute path) to stdout or -o LOCAL")
     .argument("<id>")
     .argument("<remote>")
-    .option("-o, --output-file <local>", "write here instead of stdout")
+    .option("--output-file <local>", "write here instead of stdout (also -o LOCAL)")
     .action(async (id: string, remote: string, opts: { outputFile?: string }, cmd: Command) => {
+      // -o is the global output flag; here it names the local file.
+      const dashO = (cmd.optsWithGlobals() as { output?: string }).output;
+      if (!opts.outputFile && dashO && dashO !== "table") opts.outputFile = dashO;
       const path = remote.replace(/^\/+/, "").split("/").map(encodeURIComponent).join("/");
       const bytes = await clientFor(cmd).bytes(`${BASE}/${encodeURIComponent(id)}/files/${path}`);
       if (opts.outputFile) writeFileSync(opts.outputFile, bytes);

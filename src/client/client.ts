@@ -127,3 +127,23 @@ function isStatus(value: unknown): value is RpcStatusBody {
     typeof (value as RpcStatusBody).message === "string"
   );
 }
+
+/** Every item of a list route, following nextPageToken to the end; `filters` are kept on every page. */
+export async function listAll<T>(
+  client: PaddockClient,
+  path: string,
+  field: string,
+  filters: URLSearchParams = new URLSearchParams(),
+): Promise<T[]> {
+  const items: T[] = [];
+  let pageToken = "";
+  do {
+    const query = new URLSearchParams(filters);
+    query.set("pageSize", "1000");
+    if (pageToken) query.set("pageToken", pageToken);
+    const page = await client.get<Record<string, unknown>>(`${path}?${query}`);
+    items.push(...((page[field] as T[] | undefined) ?? []));
+    pageToken = (page.nextPageToken as string | undefined) ?? "";
+  } while (pageToken);
+  return items;
+}

@@ -114,11 +114,18 @@ async function interactive(
   command: string[],
   tty: boolean,
 ): Promise<void> {
+  // Input may arrive before the session exists: keep it, in order, until then.
+  const early: { data: RawData; isBinary: boolean }[] = [];
+  let deliver: ((data: RawData, isBinary: boolean) => void) | undefined;
+  ws.on("message", (data: RawData, isBinary: boolean) => {
+    if (deliver) deliver(data, isBinary);
+    else early.push({ data, isBinary });
+  });
   try {
     const handle = await sandboxes.interactive(principal, sandboxId, command, tty, (data) => {
       if (ws.readyState === WebSocket.OPEN) ws.send(data, { binary: true });
     });
-    ws.on("message", (data: RawData, isBinary: boolean) => {
+    deliver = (data, isBinary) => {
       if (isBinary) return handle.input(toBuffer(data));
       try {
         const control = JSON.parse(toBuffer(data).toString()) as {
@@ -132,7 +139,8 @@ async function interactive(
       } catch {
         // not a control message
       }
-    });
+    };
+    for (const m of early.splice(0)) deliver(m.data, m.isBinary);
     ws.on("close", () => handle.cancel());
     const result = (await handle.result) as { exitCode: number };
     ws.send(JSON.stringify({ type: "exit", exitCode: result.exitCode }));

@@ -20,6 +20,12 @@ import type {
 
 export const HEARTBEAT_MS = 5_000;
 
+interface RequestEntry {
+  abort: AbortController;
+  session?: InteractiveSession;
+  early: ControlMessage[];
+}
+
 /**
  * The runner agent: converges its backend on the sandboxes the control
  * plane assigns, reports what it observes, and serves exec, files and logs.
@@ -30,10 +36,7 @@ export class RunnerAgent {
   private readonly queues = new Map<string, Promise<void>>();
   private readonly known = new Map<string, ObservedSandbox>();
   private readonly lifetimes = new Map<string, NodeJS.Timeout>();
-  private readonly requests = new Map<
-    number,
-    { abort: AbortController; session?: InteractiveSession }
-  >();
+  private readonly requests = new Map<number, RequestEntry>();
   private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
@@ -89,14 +92,20 @@ export class RunnerAgent {
         void this.serve(message.id, message.request);
         return;
       case "input":
-        this.requests.get(message.id)?.session?.write(Buffer.from(message.data, "base64"));
-        return;
       case "closeInput":
-        this.requests.get(message.id)?.session?.closeStdin();
+      case "resize": {
+        const entry = this.requests.get(message.id);
+        if (!entry) return;
+        // Before the session exists, keep what arrives; it is replayed once it does.
+        if (!entry.session) {
+          entry.early.push(message);
+          return;
+        }
+        if (message.type === "input") entry.session.write(Buffer.from(message.data, "base64"));
+        else if (message.type === "closeInput") entry.session.closeStdin();
+        else entry.session.resize(message.rows, message.cols);
         return;
-      case "resize":
-        this.requests.get(message.id)?.session?.resize(message.rows, message.cols);
-        return;
+      }
       case "cancel": {
         const r = this.requests.get(message.id);
         r?.abort.abort();
@@ -206,7 +215,7 @@ export class RunnerAgent {
 
   private async serve(id: number, request: AgentRequest): Promise<void> {
     const abort = new AbortController();
-    const entry: { abort: AbortController; session?: InteractiveSession } = { abort };
+    const entry: RequestEntry = { abort, early: [] };
     this.requests.set(id, entry);
     try {
       const result = await this.perform(id, request, entry);
@@ -218,11 +227,7 @@ export class RunnerAgent {
     }
   }
 
-  private async perform(
-    id: number,
-    request: AgentRequest,
-    entry: { abort: AbortController; session?: InteractiveSession },
-  ): Promise<unknown> {
+  private async perform(id: number, request: AgentRequest, entry: RequestEntry): Promise<unknown> {
     const signal = entry.abort.signal;
     switch (request.op) {
       case "exec": {
@@ -276,6 +281,7 @@ export class RunnerAgent {
           request.tty,
         );
         entry.session = session;
+        for (const m of entry.early.splice(0)) this.onMessage(m);
         session.onOutput((data) => this.send({ type: "chunk", id, data: data.toString("base64") }));
         return { exitCode: await session.exited };
       }

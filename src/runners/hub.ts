@@ -272,29 +272,28 @@ export class RunnerHub {
   ): RequestHandle {
     let connection: Connection | undefined;
     let id = 0;
-    let cancelled = false;
+    // Input sent before the runner's connection is known waits, in order, for it.
+    const queued: ((id: number) => ControlMessage)[] = [];
+    const send = (message: (id: number) => ControlMessage) => {
+      if (connection) connection.link.send(message(id));
+      else queued.push(message);
+    };
     const result = this.connection(organizationId, runnerId).then(
       (c) =>
         new Promise<unknown>((resolve, reject) => {
-          connection = c;
           id = this.nextId++;
           c.pending.set(id, { resolve, reject, onChunk });
           c.link.send({ type: "request", id, request });
-          if (cancelled) c.link.send({ type: "cancel", id });
+          connection = c;
+          for (const m of queued.splice(0)) send(m);
         }),
     );
-    const send = (message: (id: number) => ControlMessage) => {
-      if (connection) connection.link.send(message(id));
-    };
     return {
       result,
       input: (data) => send((i) => ({ type: "input", id: i, data: data.toString("base64") })),
       closeInput: () => send((i) => ({ type: "closeInput", id: i })),
       resize: (rows, cols) => send((i) => ({ type: "resize", id: i, rows, cols })),
-      cancel: () => {
-        cancelled = true;
-        send((i) => ({ type: "cancel", id: i }));
-      },
+      cancel: () => send((i) => ({ type: "cancel", id: i })),
     };
   }
 

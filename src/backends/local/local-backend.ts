@@ -349,10 +349,10 @@ export class LocalBackend implements Backend {
       child.once("close", (code, signal) => {
         log.close();
         const exitCode = bwrapExitCode ?? code ?? (signal ? 128 : 1);
-        if (sandbox.stopRequested) {
+        if (sandbox.stopRequested !== undefined) {
           this.update(
             sandbox,
-            { status: "SANDBOX_STATUS_TERMINATED", statusReason: "stopped", exitCode },
+            { status: "SANDBOX_STATUS_TERMINATED", statusReason: sandbox.stopRequested, exitCode },
             onChange,
           );
         } else if (exitCode === 0) {
