@@ -142,8 +142,10 @@ export class RunnerHub {
       case "removed": {
         const repo = new SandboxRepo(this.db);
         const sandbox = await repo.get(c.organizationId, m.sandboxId);
-        if (sandbox?.desired === "deleted") await repo.delete(c.organizationId, m.sandboxId);
-        this.events.emit(m.sandboxId);
+        if (sandbox?.desired === "deleted") {
+          await repo.delete(c.organizationId, m.sandboxId);
+          this.events.emit(m.sandboxId, "removed");
+        }
         return;
       }
       case "reply": {
@@ -203,24 +205,30 @@ export class RunnerHub {
   }
 
   private async record(c: Connection, o: ObservedSandbox): Promise<void> {
-    const repo = new SandboxRepo(this.db);
-    const record = await repo.get(c.organizationId, o.sandboxId);
-    if (record) await this.apply(repo, record, o);
+    const updated = await new SandboxRepo(this.db).recordObserved(c.organizationId, o.sandboxId, {
+      status: o.status,
+      statusReason: o.statusReason,
+      exitCode: o.exitCode,
+      startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : null,
+      serviceAddress: o.serviceAddress,
+      exposedPorts: o.exposedPorts,
+      updatedAt: this.clock.now(),
+    });
+    if (updated) this.events.emit(o.sandboxId, updated);
   }
 
   private async apply(repo: SandboxRepo, record: Sandbox, o: ObservedSandbox): Promise<Sandbox> {
     if (isTerminal(record.status)) return record;
-    const updated: Sandbox = {
-      ...record,
+    const updated = await repo.recordObserved(record.organizationId, record.sandboxId, {
       status: nextStatus(record.status, o.status),
       statusReason: o.statusReason,
       exitCode: o.exitCode,
       startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : record.startedAt,
       serviceAddress: o.serviceAddress,
-      exposedPorts: o.exposedPorts.length > 0 ? o.exposedPorts : record.exposedPorts,
+      exposedPorts: o.exposedPorts,
       updatedAt: this.clock.now(),
-    };
-    await repo.update(updated);
+    });
+    if (!updated) return record;
     this.events.emit(record.sandboxId, updated);
     return updated;
   }
@@ -241,17 +249,20 @@ export class RunnerHub {
   ): Promise<Sandbox | undefined> {
     const repo = new SandboxRepo(this.db);
     const deadline = Date.now() + timeoutMs;
+    let current = await repo.get(organizationId, sandboxId);
     for (;;) {
-      const current = await repo.get(organizationId, sandboxId);
       if (done(current)) return current;
       const left = deadline - Date.now();
       if (left <= 0) return current;
-      // Woken by this process's reports; the poll covers reports another replica took.
-      await new Promise<void>((resolve) => {
-        const finish = () => {
+      // Woken by this process's reports (which carry the record, or nothing once it is
+      // removed); the periodic read covers reports that another replica took.
+      current = await new Promise<Sandbox | undefined>((resolve) => {
+        const finish = (reported?: Sandbox | "removed") => {
           clearTimeout(timer);
           this.events.off(sandboxId, finish);
-          resolve();
+          if (reported === "removed") resolve(undefined);
+          else if (reported) resolve(reported);
+          else resolve(repo.get(organizationId, sandboxId));
         };
         const timer = setTimeout(finish, Math.min(left, 500));
         this.events.on(sandboxId, finish);

@@ -87,14 +87,57 @@ export class SandboxRepo {
     return new Map(rows.map((r) => [r.runner_id, Number(r.n)]));
   }
 
-  async update(s: Sandbox): Promise<void> {
-    const { sandbox_id, organization_id, ...rest } = toRow(s);
-    await this.db
+  /**
+   * Records what the runner observed, unless the sandbox is already terminal
+   * (terminal states are final). Touches only observed columns, so a
+   * concurrent stop or delete is never undone. Answers the updated record.
+   */
+  async recordObserved(
+    organizationId: string,
+    sandboxId: string,
+    o: Pick<Sandbox, "status" | "statusReason" | "exitCode" | "startedAt" | "serviceAddress" | "exposedPorts" | "updatedAt">,
+  ): Promise<Sandbox | undefined> {
+    const set: Record<string, unknown> = {
+      status: o.status,
+      status_reason: o.statusReason,
+      exit_code: o.exitCode,
+      service_address: o.serviceAddress,
+      updated_at: o.updatedAt,
+    };
+    if (o.startedAt) set.started_at = o.startedAt;
+    if (o.exposedPorts.length > 0) set.exposed_ports = JSON.stringify(o.exposedPorts);
+    const row = await this.db
       .updateTable("sandboxes")
-      .set(rest)
-      .where("organization_id", "=", organization_id)
-      .where("sandbox_id", "=", sandbox_id)
-      .execute();
+      .set(set)
+      .where("organization_id", "=", organizationId)
+      .where("sandbox_id", "=", sandboxId)
+      .where("status", "not in", TERMINAL)
+      .returningAll()
+      .executeTakeFirst();
+    return row && toSandbox(row);
+  }
+
+  /** What the user wants (stop, delete), and the status that says so. */
+  async setDesired(
+    organizationId: string,
+    sandboxId: string,
+    change: Pick<Sandbox, "desired" | "gracefulShutdownSeconds" | "updatedAt"> & Partial<Pick<Sandbox, "status" | "statusReason">>,
+  ): Promise<Sandbox | undefined> {
+    const set: Record<string, unknown> = {
+      desired: change.desired,
+      graceful_shutdown_seconds: change.gracefulShutdownSeconds,
+      updated_at: change.updatedAt,
+    };
+    if (change.status) set.status = change.status;
+    if (change.statusReason !== undefined) set.status_reason = change.statusReason;
+    const row = await this.db
+      .updateTable("sandboxes")
+      .set(set)
+      .where("organization_id", "=", organizationId)
+      .where("sandbox_id", "=", sandboxId)
+      .returningAll()
+      .executeTakeFirst();
+    return row && toSandbox(row);
   }
 
   async delete(organizationId: string, sandboxId: string): Promise<void> {

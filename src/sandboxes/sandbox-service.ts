@@ -215,19 +215,18 @@ export class SandboxService {
     if (grace < 0 || grace > 3600)
       throw invalidField("gracefulShutdownSeconds", `must be from 0 to 3600, found ${grace}`);
     if (isTerminal(sandbox.status) || sandbox.desired === "stopped") return sandbox;
-    const stopping: Sandbox = {
-      ...sandbox,
-      desired: "stopped",
-      gracefulShutdownSeconds: grace,
-      status:
-        sandbox.status === "SANDBOX_STATUS_PENDING" &&
-        !this.hub.isConnected(sandbox.organizationId, sandbox.runnerId)
-          ? "SANDBOX_STATUS_TERMINATED"
-          : "SANDBOX_STATUS_TERMINATING",
-      statusReason: "stop requested",
-      updatedAt: this.clock.now(),
-    };
-    await new SandboxRepo(this.db).update(stopping);
+    const stopping =
+      (await new SandboxRepo(this.db).setDesired(sandbox.organizationId, sandboxId, {
+        desired: "stopped",
+        gracefulShutdownSeconds: grace,
+        status:
+          sandbox.status === "SANDBOX_STATUS_PENDING" &&
+          !this.hub.isConnected(sandbox.organizationId, sandbox.runnerId)
+            ? "SANDBOX_STATUS_TERMINATED"
+            : "SANDBOX_STATUS_TERMINATING",
+        statusReason: "stop requested",
+        updatedAt: this.clock.now(),
+      })) ?? sandbox;
     this.hub.push(stopping);
     if (!request.waitForReady) return stopping;
     return (
@@ -262,9 +261,12 @@ export class SandboxService {
       await repo.delete(sandbox.organizationId, sandbox.sandboxId);
       return;
     }
-    const deleting: Sandbox = { ...sandbox, desired: "deleted", updatedAt: this.clock.now() };
-    await repo.update(deleting);
-    this.hub.push(deleting);
+    const deleting = await repo.setDesired(sandbox.organizationId, sandbox.sandboxId, {
+      desired: "deleted",
+      gracefulShutdownSeconds: sandbox.gracefulShutdownSeconds,
+      updatedAt: this.clock.now(),
+    });
+    if (deleting) this.hub.push(deleting);
   }
 
   /**
