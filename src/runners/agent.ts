@@ -169,7 +169,12 @@ export class RunnerAgent {
     }
     const assignment: SandboxAssignment = { ...a, spec: a.spec as unknown as LaunchSpec };
     this.report({ ...pendingState(a.sandboxId), status: "SANDBOX_STATUS_CREATING" });
+    const startedAt = performance.now();
     const observed = await this.backend.start(assignment, (o) => this.report(o));
+    this.logger.debug(
+      { sandboxId: a.sandboxId, status: observed.status, startMs: Math.round(performance.now() - startedAt) },
+      "sandbox started",
+    );
     // A fast command may have finished already and been reported; keep the later state.
     const latest = this.known.get(a.sandboxId);
     if (!latest || !isTerminal(latest.status) || isTerminal(observed.status)) this.report(observed);
