@@ -284,6 +284,20 @@ function resolveLaunch(
         scope: level.scope ?? "any",
         serviceType: level.service?.serviceType ?? "ClusterIP",
         ports: exposedPorts,
+        serviceAnnotations: Object.fromEntries(
+          [level.service?.serviceSelectorAnnotation, level.service?.dnsAnnotation]
+            .filter((pair) => pair !== undefined)
+            .map((pair) => [pair.key, pair.value]),
+        ),
+        ...(level.ingress
+          ? {
+              ingress: {
+                controllerName: level.ingress.controllerName ?? "",
+                template: level.ingress.template ?? "",
+              },
+            }
+          : {}),
+        expectsExternalAddress: level.expectsExternalAddress ?? false,
       };
       appliedIngressMode = requestedIngress;
     }
@@ -363,6 +377,12 @@ function resolveLaunch(
       profileId: profile.id,
       profileDisplayName: profile.displayName,
     }),
+    namespaceConfig: {
+      strategy: spec.namespace?.strategy || "per-user",
+      autoCreate: spec.namespace?.autoCreate ?? true,
+      labels: spec.namespace?.labels ?? {},
+      annotations: spec.namespace?.annotations ?? {},
+    },
     egress: egressMode,
     ingress,
     ports,

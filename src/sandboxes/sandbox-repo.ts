@@ -95,7 +95,16 @@ export class SandboxRepo {
   async recordObserved(
     organizationId: string,
     sandboxId: string,
-    o: Pick<Sandbox, "status" | "statusReason" | "exitCode" | "startedAt" | "serviceAddress" | "exposedPorts" | "updatedAt">,
+    o: Pick<
+      Sandbox,
+      | "status"
+      | "statusReason"
+      | "exitCode"
+      | "startedAt"
+      | "serviceAddress"
+      | "exposedPorts"
+      | "updatedAt"
+    >,
   ): Promise<Sandbox | undefined> {
     const set: Record<string, unknown> = {
       status: o.status,
@@ -121,7 +130,8 @@ export class SandboxRepo {
   async setDesired(
     organizationId: string,
     sandboxId: string,
-    change: Pick<Sandbox, "desired" | "gracefulShutdownSeconds" | "updatedAt"> & Partial<Pick<Sandbox, "status" | "statusReason">>,
+    change: Pick<Sandbox, "desired" | "gracefulShutdownSeconds" | "updatedAt"> &
+      Partial<Pick<Sandbox, "status" | "statusReason">>,
   ): Promise<Sandbox | undefined> {
     const set: Record<string, unknown> = {
       desired: change.desired,

@@ -91,8 +91,25 @@ export interface LaunchSpec {
   memoryRequest: string;
   memoryLimit: string;
   namespace: string;
+  /** How the namespace is made (Kubernetes backend). */
+  namespaceConfig?: {
+    strategy: string;
+    autoCreate: boolean;
+    labels: Record<string, string>;
+    annotations: Record<string, string>;
+  };
   egress: { mode: string; type: string; cidrs: string[] } | null;
-  ingress: { level: string; scope: string; serviceType: string; ports: number[] } | null;
+  ingress: {
+    level: string;
+    scope: string;
+    serviceType: string;
+    ports: number[];
+    /** Annotations for the Service (address pool, DNS), from the level's annotation pairs. */
+    serviceAnnotations?: Record<string, string>;
+    /** An Ingress in front of the Service. */
+    ingress?: { controllerName: string; template: string };
+    expectsExternalAddress?: boolean;
+  } | null;
   ports: { containerPort: number; name: string; protocol: string }[];
   mountedFiles: { mountPath: string; fileContentBase64: string }[];
   labels: Record<string, string>;
