@@ -394,6 +394,8 @@ describe("network modes", () => {
       scope: "any",
       serviceType: "NodePort",
       ports: [8080, 9090],
+      serviceAnnotations: {},
+      expectsExternalAddress: false,
     });
     const fromPorts = placeSandbox(
       input({ network: { ingressMode: "internal" }, ports: [{ containerPort: 7000 }] }, [r]),
