@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { serve } from "@hono/node-server";
 import { sql } from "kysely";
 import { type Logger, pino } from "pino";
-import { instanceName, type LocalBackendOptions } from "./backends/local/local-backend.js";
+import { localBackendOptions } from "./backends/local/local-backend.js";
 import { bootstrap, DEFAULT_ORG, LOCAL_RUNNER } from "./bootstrap.js";
 import { type Clock, systemClock } from "./clock.js";
 import { parseListen, type ServeConfig } from "./config.js";
@@ -66,12 +66,7 @@ export async function startLocalRunner(
   options: { dataDir: string; organizationId: string; runnerId: string },
   logger: Logger,
 ): Promise<LocalRunnerHandle> {
-  const backendOptions: LocalBackendOptions = {
-    instance: instanceName(options.dataDir),
-    helperDir: join(PACKAGE_ROOT, "dist", "native"),
-    ...(process.env.PADDOCK_LOCAL_ROOT ? { root: process.env.PADDOCK_LOCAL_ROOT } : {}),
-    ...(process.env.PADDOCK_IMAGE_ROOT ? { imageRoot: process.env.PADDOCK_IMAGE_ROOT } : {}),
-  };
+  const backendOptions = localBackendOptions(options.dataDir, process.env);
   const child = fork(join(PACKAGE_ROOT, "dist", "runners", "local-runner-process.js"), [], {
     env: {
       ...process.env,

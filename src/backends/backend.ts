@@ -78,6 +78,8 @@ export interface Backend {
   remove(sandboxId: string): Promise<void>;
   /** Sandboxes this backend knows of, e.g. after a restart. */
   observe(): Promise<ObservedSandbox[]>;
+  /** Where later changes of a sandbox found by observe() are reported (backends whose sandboxes outlive the runner). */
+  adopt?(sandboxId: string, onChange: (observed: ObservedSandbox) => void): void;
   exec(sandboxId: string, request: ExecRequest, signal: AbortSignal): Promise<ExecResult>;
   readFile(sandboxId: string, path: string, maxBytes: number, signal: AbortSignal): Promise<Buffer>;
   writeFile(sandboxId: string, path: string, content: Buffer, signal: AbortSignal): Promise<void>;

@@ -1,6 +1,7 @@
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { type Command, Option } from "commander";
 import { pino } from "pino";
+import type { Backend } from "../backends/backend.js";
 import { CliError, globals } from "./context.js";
 
 export function registerRunnerStartCommand(program: Command): void {
@@ -25,43 +26,46 @@ export function registerRunnerStartCommand(program: Command): void {
       "the agent's own state (the local backend's instance)",
       ".paddock-runner",
     )
-    .action(async (opts: { runnerId: string; backend: string; dataDir: string }, cmd: Command) => {
-      const { server, token } = globals(cmd);
-      if (!server || !token)
-        throw new CliError("runner start needs --server URL and --token T (a runner token)", 2);
-      if (opts.backend !== "local") {
-        throw new CliError(
-          `backend '${opts.backend}' is not implemented yet; this build runs sandboxes with --backend local`,
-          2,
+    .action(
+      async (
+        opts: { runnerId: string; backend: string; dataDir: string; kubeconfig?: string },
+        cmd: Command,
+      ) => {
+        const { server, token } = globals(cmd);
+        if (!server || !token)
+          throw new CliError("runner start needs --server URL and --token T (a runner token)", 2);
+        const logger = pino({ level: process.env.PADDOCK_LOG_LEVEL ?? "info" });
+        const { runAgent } = await import("../runners/connect.js");
+        let backend: Backend;
+        if (opts.backend === "kubernetes") {
+          const { KubernetesBackend } = await import(
+            "../backends/kubernetes/kubernetes-backend.js"
+          );
+          backend = new KubernetesBackend({ kubeconfig: opts.kubeconfig }, logger);
+        } else {
+          const { LocalBackend, localBackendOptions } = await import(
+            "../backends/local/local-backend.js"
+          );
+          backend = new LocalBackend(localBackendOptions(resolve(opts.dataDir), process.env));
+        }
+        const reason = backend.unavailableReason();
+        if (reason) logger.warn(`this runner cannot run sandboxes: ${reason}`);
+        const abort = new AbortController();
+        const stop = () => abort.abort();
+        process.once("SIGTERM", stop);
+        process.once("SIGINT", stop);
+        process.stdout.write(
+          `runner ${opts.runnerId} (${opts.backend} backend) connecting to ${server}\n`,
         );
-      }
-      const [{ instanceName, LocalBackend }, { runAgent }, { PACKAGE_ROOT }] = await Promise.all([
-        import("../backends/local/local-backend.js"),
-        import("../runners/connect.js"),
-        import("../version.js"),
-      ]);
-      const logger = pino({ level: process.env.PADDOCK_LOG_LEVEL ?? "info" });
-      const backend = new LocalBackend({
-        instance: instanceName(resolve(opts.dataDir)),
-        helperDir: join(PACKAGE_ROOT, "dist", "native"),
-        ...(process.env.PADDOCK_LOCAL_ROOT ? { root: process.env.PADDOCK_LOCAL_ROOT } : {}),
-        ...(process.env.PADDOCK_IMAGE_ROOT ? { imageRoot: process.env.PADDOCK_IMAGE_ROOT } : {}),
-      });
-      const reason = backend.unavailableReason();
-      if (reason) logger.warn(`this runner cannot run sandboxes: ${reason}`);
-      const abort = new AbortController();
-      const stop = () => abort.abort();
-      process.once("SIGTERM", stop);
-      process.once("SIGINT", stop);
-      process.stdout.write(`runner ${opts.runnerId} (local backend) connecting to ${server}\n`);
-      await runAgent({
-        server,
-        token,
-        runnerId: opts.runnerId,
-        backend,
-        logger,
-        signal: abort.signal,
-      });
-      await backend.close();
-    });
+        await runAgent({
+          server,
+          token,
+          runnerId: opts.runnerId,
+          backend,
+          logger,
+          signal: abort.signal,
+        });
+        await backend.close();
+      },
+    );
 }

@@ -150,7 +150,10 @@ export class RunnerAgent {
     if (known) {
       // Already handled: tell the control plane where it stands (it may have missed reports).
       this.send({ type: "status", observed: known });
-      if (!isTerminal(known.status)) this.armLifetime(a);
+      if (!isTerminal(known.status)) {
+        this.backend.adopt?.(a.sandboxId, (o) => this.report(o));
+        this.armLifetime(a);
+      }
       return;
     }
     if (
@@ -172,7 +175,11 @@ export class RunnerAgent {
     const startedAt = performance.now();
     const observed = await this.backend.start(assignment, (o) => this.report(o));
     this.logger.debug(
-      { sandboxId: a.sandboxId, status: observed.status, startMs: Math.round(performance.now() - startedAt) },
+      {
+        sandboxId: a.sandboxId,
+        status: observed.status,
+        startMs: Math.round(performance.now() - startedAt),
+      },
       "sandbox started",
     );
     // A fast command may have finished already and been reported; keep the later state.

@@ -21,6 +21,7 @@ import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AppError } from "../../errors.js";
 import { cpuMillicores, memoryBytes } from "../../resources/quantity.js";
+import { PACKAGE_ROOT } from "../../version.js";
 import type {
   Backend,
   ExecRequest,
@@ -62,6 +63,16 @@ const BWRAP_CLASSES = new Set(["", "runc", "bwrap", "bubblewrap"]);
  * directories, which a private data dir (or a home directory) forbids.
  */
 export const DEFAULT_LOCAL_ROOT = "/var/lib/paddock/local";
+
+/** The local backend's settings for a runner whose state is under `dataDir` (env: PADDOCK_LOCAL_ROOT, PADDOCK_IMAGE_ROOT). */
+export function localBackendOptions(dataDir: string, env: NodeJS.ProcessEnv): LocalBackendOptions {
+  return {
+    instance: instanceName(dataDir),
+    helperDir: join(PACKAGE_ROOT, "dist", "native"),
+    ...(env.PADDOCK_LOCAL_ROOT ? { root: env.PADDOCK_LOCAL_ROOT } : {}),
+    ...(env.PADDOCK_IMAGE_ROOT ? { imageRoot: env.PADDOCK_IMAGE_ROOT } : {}),
+  };
+}
 
 /** A stable name for a data dir's runner, so that restarts find their own sandboxes and nobody else's. */
 export function instanceName(dataDir: string): string {

@@ -1,0 +1,762 @@
+import { PassThrough, Writable } from "node:stream";
+import {
+  ApiException,
+  Exec,
+  KubeConfig,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  Log,
+  PatchStrategy,
+  type V1Pod,
+  type V1Status,
+  Watch,
+} from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { AppError } from "../../errors.js";
+import type {
+  Backend,
+  ExecRequest,
+  ExecResult,
+  InteractiveSession,
+  LogRequest,
+  ObservedSandbox,
+  SandboxAssignment,
+} from "../backend.js";
+import { CappedBuffer } from "../capped-buffer.js";
+import {
+  type KubeObject,
+  LABEL_MANAGED_BY,
+  LABEL_ORG,
+  LABEL_SANDBOX,
+  MAIN_CONTAINER,
+  MANAGER,
+  objectName,
+  type Rendered,
+  render,
+} from "./render.js";
+
+const FIELD_MANAGER = "paddock";
+const IMAGE_FAILURES = new Set([
+  "ErrImagePull",
+  "ImagePullBackOff",
+  "ErrImageNeverPull",
+  "InvalidImageName",
+]);
+
+/** The kinds a sandbox may own, for clean-up by label. */
+const OWNED_KINDS: { apiVersion: string; kind: string }[] = [
+  { apiVersion: "v1", kind: "Pod" },
+  { apiVersion: "v1", kind: "Service" },
+  { apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy" },
+  { apiVersion: "networking.k8s.io/v1", kind: "Ingress" },
+];
+
+interface Tracked {
+  sandboxId: string;
+  namespace: string;
+  podName: string;
+  observed: ObservedSandbox;
+  onChange: (o: ObservedSandbox) => void;
+  watch: AbortController | undefined;
+  expectsExternalAddress: boolean;
+  serviceType: string;
+  ports: number[];
+  stopReason: string | undefined;
+}
+
+/**
+ * Places sandboxes on a Kubernetes cluster: server-side apply (field
+ * manager `paddock`) of the objects render() describes, a watch that turns
+ * pod phase and readiness into sandbox status, exec and logs through the API.
+ */
+export class KubernetesBackend implements Backend {
+  readonly kind = "kubernetes" as const;
+  private readonly kc: KubeConfig;
+  private readonly objects: KubernetesObjectApi;
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly loadError: string | undefined;
+
+  constructor(
+    options: { kubeconfig?: string | undefined },
+    private readonly logger: Logger,
+  ) {
+    this.kc = new KubeConfig();
+    let loadError: string | undefined;
+    try {
+      if (options.kubeconfig) this.kc.loadFromFile(options.kubeconfig);
+      else this.kc.loadFromDefault();
+    } catch (error) {
+      loadError = `cannot load a kubeconfig: ${(error as Error).message}`;
+    }
+    this.loadError = loadError;
+    this.objects = KubernetesObjectApi.makeApiClient(this.kc);
+  }
+
+  unavailableReason(): string | undefined {
+    if (this.loadError) return this.loadError;
+    if (!this.kc.getCurrentCluster())
+      return "the kubeconfig names no cluster (use --kubeconfig, KUBECONFIG or run in a cluster)";
+    return undefined;
+  }
+
+  async start(
+    assignment: SandboxAssignment,
+    onChange: (o: ObservedSandbox) => void,
+  ): Promise<ObservedSandbox> {
+    const { sandboxId, spec } = assignment;
+    const known = this.tracked.get(sandboxId);
+    if (known) return known.observed;
+    const failed = (reason: string) => ({
+      ...emptyObserved(sandboxId),
+      status: "SANDBOX_STATUS_FAILED" as const,
+      statusReason: reason,
+    });
+    if (!spec.image)
+      return failed(
+        "no container image: set containerImage in the profile, the runner's zoneDefaults or the request",
+      );
+    const rendered = render({
+      sandboxId,
+      organizationId: assignment.organizationId,
+      userId: assignment.userId,
+      profileId: assignment.profileId,
+      spec,
+    });
+    try {
+      // Everything that can refuse the sandbox is checked before anything is created.
+      if (spec.runtimeClass) {
+        const exists = await this.exists({
+          apiVersion: "node.k8s.io/v1",
+          kind: "RuntimeClass",
+          metadata: { name: spec.runtimeClass },
+        });
+        if (!exists)
+          return failed(`runtime class '${spec.runtimeClass}' does not exist on this cluster`);
+      }
+      const namespaceProblem = await this.prepareNamespace(rendered, assignment);
+      if (namespaceProblem) return failed(namespaceProblem);
+      for (const object of [
+        ...rendered.networkPolicies,
+        rendered.service,
+        rendered.ingress,
+        rendered.pod,
+      ]) {
+        if (object) await this.apply(object);
+      }
+    } catch (error) {
+      await this.deleteOwned(sandboxId, spec.namespace, 0).catch(() => undefined);
+      return failed(`the cluster refused the sandbox: ${describe(error)}`);
+    }
+    const tracked: Tracked = {
+      sandboxId,
+      namespace: spec.namespace,
+      podName: objectName(sandboxId),
+      observed: {
+        ...emptyObserved(sandboxId),
+        status: "SANDBOX_STATUS_CREATING",
+        exposedPorts: spec.ingress?.ports ?? [],
+      },
+      onChange,
+      watch: undefined,
+      expectsExternalAddress: spec.ingress?.expectsExternalAddress ?? false,
+      serviceType: spec.ingress?.serviceType ?? "",
+      ports: spec.ingress?.ports ?? [],
+      stopReason: undefined,
+    };
+    this.tracked.set(sandboxId, tracked);
+    await this.watchPod(tracked);
+    return tracked.observed;
+  }
+
+  /**
+   * `static` → the named namespace (created when missing and autoCreate);
+   * `autoCreate: false` → it must exist; otherwise the generated namespace
+   * is applied, unless it exists and is not Paddock's for this organization.
+   */
+  private async prepareNamespace(
+    rendered: Rendered,
+    a: SandboxAssignment,
+  ): Promise<string | undefined> {
+    const name = a.spec.namespace;
+    const config = a.spec.namespaceConfig;
+    const existing = await this.readOrUndefined<KubernetesObject>({
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name },
+    });
+    if (config?.strategy === "static") {
+      if (!existing && !config.autoCreate)
+        return `namespace '${name}' does not exist (static, autoCreate false)`;
+      if (!existing)
+        await this.apply({
+          apiVersion: "v1",
+          kind: "Namespace",
+          metadata: { name, labels: config.labels, annotations: config.annotations },
+        });
+      return undefined;
+    }
+    if (!rendered.namespace) {
+      return existing ? undefined : `namespace '${name}' does not exist and autoCreate is false`;
+    }
+    if (existing) {
+      const labels = existing.metadata?.labels ?? {};
+      if (labels[LABEL_MANAGED_BY] !== MANAGER || labels[LABEL_ORG] !== a.organizationId) {
+        return `namespace '${name}' exists and was not created by Paddock for organization '${a.organizationId}'; Paddock will not place sandboxes in it`;
+      }
+    }
+    await this.apply(rendered.namespace);
+    return undefined;
+  }
+
+  private async apply(object: KubeObject): Promise<void> {
+    await this.objects.patch(
+      object as KubernetesObject,
+      undefined,
+      undefined,
+      FIELD_MANAGER,
+      true,
+      PatchStrategy.ServerSideApply,
+    );
+  }
+
+  private async exists(header: KubeObject): Promise<boolean> {
+    return (await this.readOrUndefined(header)) !== undefined;
+  }
+
+  private async readOrUndefined<T extends KubernetesObject>(
+    header: KubeObject,
+  ): Promise<T | undefined> {
+    try {
+      return (await this.objects.read(
+        header as KubernetesObject & { metadata: { name: string } },
+      )) as T;
+    } catch (error) {
+      if (error instanceof ApiException && error.code === 404) return undefined;
+      throw error;
+    }
+  }
+
+  /** Follows the pod; a restarted watch re-reads it, so no change is missed. */
+  private async watchPod(t: Tracked): Promise<void> {
+    const watch = new Watch(this.kc);
+    const restart = () => {
+      if (this.tracked.get(t.sandboxId) !== t || t.stopReason !== undefined) return;
+      setTimeout(
+        () =>
+          void this.watchPod(t).catch((e: unknown) =>
+            this.logger.warn({ err: e }, "pod watch failed"),
+          ),
+        1000,
+      ).unref();
+    };
+    t.watch = await watch.watch(
+      `/api/v1/namespaces/${t.namespace}/pods`,
+      { fieldSelector: `metadata.name=${t.podName}` },
+      (phase, pod: V1Pod) => {
+        if (phase === "DELETED") return;
+        void this.podChanged(t, pod);
+      },
+      () => restart(),
+    );
+  }
+
+  private async podChanged(t: Tracked, pod: V1Pod): Promise<void> {
+    if (t.stopReason !== undefined) return;
+    const next = await this.statusOf(t, pod);
+    if (
+      next.status === t.observed.status &&
+      next.statusReason === t.observed.statusReason &&
+      next.serviceAddress === t.observed.serviceAddress
+    )
+      return;
+    if (isFinal(t.observed.status)) return;
+    t.observed = next;
+    t.onChange(next);
+    if (isFinal(next.status)) t.watch?.abort();
+  }
+
+  /** Pod phase and readiness → sandbox status (CONTRACT section 8). */
+  private async statusOf(t: Tracked, pod: V1Pod): Promise<ObservedSandbox> {
+    const base = { ...t.observed };
+    const status = pod.status;
+    const main = status?.containerStatuses?.find((c) => c.name === MAIN_CONTAINER);
+    const waiting = main?.state?.waiting;
+    if (waiting?.reason && IMAGE_FAILURES.has(waiting.reason)) {
+      const image = pod.spec?.containers.find((c) => c.name === MAIN_CONTAINER)?.image ?? "";
+      return {
+        ...base,
+        status: "SANDBOX_STATUS_FAILED",
+        statusReason: `image '${image}' cannot be pulled (${waiting.reason}${waiting.message ? `: ${waiting.message}` : ""})`,
+      };
+    }
+    const terminated = main?.state?.terminated;
+    if (status?.phase === "Succeeded") {
+      return {
+        ...base,
+        status: "SANDBOX_STATUS_COMPLETED",
+        statusReason: "exited with code 0",
+        exitCode: terminated?.exitCode ?? 0,
+      };
+    }
+    if (status?.phase === "Failed") {
+      const code = terminated?.exitCode ?? 1;
+      const why =
+        terminated?.reason === "OOMKilled" ? "killed: out of memory" : `exited with code ${code}`;
+      return {
+        ...base,
+        status: "SANDBOX_STATUS_FAILED",
+        statusReason: status.message || why,
+        exitCode: code,
+      };
+    }
+    const ready = status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+    if (!ready)
+      return {
+        ...base,
+        status: "SANDBOX_STATUS_CREATING",
+        statusReason: waiting?.reason ?? status?.phase ?? "",
+      };
+    const startedAtMs = main?.state?.running?.startedAt
+      ? new Date(main.state.running.startedAt).getTime()
+      : Date.now();
+    const serviceAddress = await this.serviceAddress(t, pod);
+    if (t.expectsExternalAddress && !serviceAddress) {
+      return {
+        ...base,
+        status: "SANDBOX_STATUS_CREATING",
+        statusReason: "waiting for the service's external address",
+      };
+    }
+    return {
+      ...base,
+      status: "SANDBOX_STATUS_RUNNING",
+      statusReason: "",
+      startedAtMs,
+      serviceAddress: serviceAddress ?? "",
+    };
+  }
+
+  private async serviceAddress(t: Tracked, _pod: V1Pod): Promise<string | undefined> {
+    if (!t.serviceType) return undefined;
+    const service = await this.readOrUndefined<
+      KubernetesObject & {
+        spec?: { clusterIP?: string };
+        status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } };
+      }
+    >({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: t.podName, namespace: t.namespace },
+    });
+    const external = service?.status?.loadBalancer?.ingress?.[0];
+    const port = t.ports[0];
+    if (t.expectsExternalAddress || t.serviceType === "LoadBalancer") {
+      const host = external?.ip ?? external?.hostname;
+      return host ? `${host}:${port}` : undefined;
+    }
+    return service?.spec?.clusterIP ? `${service.spec.clusterIP}:${port}` : undefined;
+  }
+
+  async stop(
+    sandboxId: string,
+    gracefulShutdownSeconds: number,
+    reason = "stopped",
+  ): Promise<void> {
+    const t = this.tracked.get(sandboxId);
+    if (!t || isFinal(t.observed.status)) return;
+    t.stopReason = reason;
+    t.watch?.abort();
+    await this.deleteOwned(sandboxId, t.namespace, gracefulShutdownSeconds);
+    t.observed = { ...t.observed, status: "SANDBOX_STATUS_TERMINATED", statusReason: reason };
+    t.onChange(t.observed);
+  }
+
+  async remove(sandboxId: string): Promise<void> {
+    const t = this.tracked.get(sandboxId);
+    if (t) {
+      t.stopReason ??= "deleted";
+      t.watch?.abort();
+    }
+    await this.deleteOwned(sandboxId, t?.namespace, 0);
+    this.tracked.delete(sandboxId);
+  }
+
+  /** Deletes every object labelled with the sandbox's id, and waits until its pod is gone. */
+  private async deleteOwned(
+    sandboxId: string,
+    namespace: string | undefined,
+    graceSeconds: number,
+  ): Promise<void> {
+    const selector = `${LABEL_SANDBOX}=${sandboxId}`;
+    for (const { apiVersion, kind } of OWNED_KINDS) {
+      const list = await this.objects.list(
+        apiVersion,
+        kind,
+        namespace,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        selector,
+      );
+      for (const item of list.items) {
+        await this.objects
+          .delete(
+            item,
+            undefined,
+            undefined,
+            kind === "Pod" ? graceSeconds : undefined,
+            undefined,
+            "Background",
+          )
+          .catch((error: unknown) => {
+            if (!(error instanceof ApiException && error.code === 404)) throw error;
+          });
+      }
+    }
+    const deadline = Date.now() + (graceSeconds + 30) * 1000;
+    while (Date.now() < deadline) {
+      const pods = await this.objects.list(
+        "v1",
+        "Pod",
+        namespace,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        selector,
+      );
+      if (pods.items.length === 0) return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /**
+   * After a restart: every sandbox pod Paddock made, adopted (watched again).
+   * Objects left by sandboxes without a pod are reported too, so that the
+   * control plane can have them removed.
+   */
+  async observe(): Promise<ObservedSandbox[]> {
+    if (this.unavailableReason()) return [];
+    const selector = `${LABEL_MANAGED_BY}=${MANAGER},${LABEL_SANDBOX}`;
+    const out = new Map<string, ObservedSandbox>();
+    for (const { apiVersion, kind } of OWNED_KINDS) {
+      const list = await this.objects.list(
+        apiVersion,
+        kind,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        selector,
+      );
+      for (const item of list.items) {
+        const id = item.metadata?.labels?.[LABEL_SANDBOX];
+        if (!id || out.has(id)) continue;
+        if (kind !== "Pod") {
+          out.set(id, {
+            ...emptyObserved(id),
+            status: "SANDBOX_STATUS_TERMINATED",
+            statusReason: "its pod is gone",
+          });
+          continue;
+        }
+        const pod = item as V1Pod;
+        const t: Tracked = this.tracked.get(id) ?? {
+          sandboxId: id,
+          namespace: pod.metadata?.namespace ?? "",
+          podName: pod.metadata?.name ?? objectName(id),
+          observed: { ...emptyObserved(id), status: "SANDBOX_STATUS_CREATING" },
+          onChange: () => undefined,
+          watch: undefined,
+          expectsExternalAddress: false,
+          serviceType: "",
+          ports: [],
+          stopReason: undefined,
+        };
+        t.observed = await this.statusOf(t, pod);
+        if (!this.tracked.has(id)) {
+          this.tracked.set(id, t);
+          if (!isFinal(t.observed.status)) await this.watchPod(t);
+        }
+        out.set(id, t.observed);
+      }
+    }
+    return [...out.values()];
+  }
+
+  /** Adopted sandboxes report through the agent once it knows them. */
+  adopt(sandboxId: string, onChange: (o: ObservedSandbox) => void): void {
+    const t = this.tracked.get(sandboxId);
+    if (t) t.onChange = onChange;
+  }
+
+  private running(sandboxId: string): Tracked {
+    const t = this.tracked.get(sandboxId);
+    if (!t || t.observed.status !== "SANDBOX_STATUS_RUNNING") {
+      throw new AppError("FAILED_PRECONDITION", `sandbox ${sandboxId} is not running`, {
+        reason: "SANDBOX_NOT_RUNNING",
+      });
+    }
+    return t;
+  }
+
+  async exec(sandboxId: string, request: ExecRequest, signal: AbortSignal): Promise<ExecResult> {
+    const t = this.running(sandboxId);
+    let command = request.command;
+    const env = Object.entries(request.env);
+    if (request.workingDir || env.length > 0) {
+      // The exec API has neither: a shell sets them, then runs the command as given.
+      command = [
+        "/bin/sh",
+        "-c",
+        'cd "$0" && exec env "$@"',
+        request.workingDir || ".",
+        ...env.map(([k, v]) => `${k}=${v}`),
+        ...request.command,
+      ];
+    }
+    return this.run(t, command, request.stdin, request.maxOutputBytes, request.timeoutMs, signal);
+  }
+
+  private async run(
+    t: Tracked,
+    command: string[],
+    stdin: Buffer,
+    maxOutputBytes: number,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<ExecResult> {
+    const stdout = new CappedSink(maxOutputBytes);
+    const stderr = new CappedSink(maxOutputBytes);
+    const input = new PassThrough();
+    input.end(stdin);
+    let status: V1Status | undefined;
+    const ws = await new Exec(this.kc).exec(
+      t.namespace,
+      t.podName,
+      MAIN_CONTAINER,
+      command,
+      stdout,
+      stderr,
+      stdin.length > 0 ? input : null,
+      false,
+      (s) => {
+        status = s;
+      },
+    );
+    let timedOut = false;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        timedOut = true;
+        ws.close();
+      }, timeoutMs);
+      const abort = () => ws.close();
+      signal.addEventListener("abort", abort, { once: true });
+      ws.on("close", () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", abort);
+        resolve();
+      });
+    });
+    if (timedOut) {
+      throw new AppError("DEADLINE_EXCEEDED", `command did not finish within ${timeoutMs} ms`, {
+        reason: "COMMAND_TIMEOUT",
+      });
+    }
+    return {
+      stdout: stdout.value(),
+      stderr: stderr.value(),
+      exitCode: exitCodeOf(status),
+      stdoutTruncated: stdout.truncated,
+      stderrTruncated: stderr.truncated,
+    };
+  }
+
+  async readFile(
+    sandboxId: string,
+    path: string,
+    maxBytes: number,
+    signal: AbortSignal,
+  ): Promise<Buffer> {
+    const t = this.running(sandboxId);
+    const script =
+      'if [ ! -e "$0" ]; then echo ENOENT >&2; exit 2; fi; if [ -d "$0" ]; then echo EISDIR >&2; exit 3; fi; head -c "$1" "$0"';
+    const r = await this.run(
+      t,
+      ["/bin/sh", "-c", script, path, String(maxBytes + 1)],
+      Buffer.alloc(0),
+      maxBytes + 1,
+      60_000,
+      signal,
+    );
+    if (r.exitCode === 2)
+      throw new AppError("NOT_FOUND", `file ${path} not found in the sandbox`, {
+        reason: "FILE_NOT_FOUND",
+        metadata: { path },
+      });
+    if (r.exitCode === 3)
+      throw new AppError("INVALID_ARGUMENT", `${path} is a directory`, {
+        reason: "IS_A_DIRECTORY",
+      });
+    if (r.exitCode !== 0)
+      throw new AppError("INTERNAL", `reading ${path}: ${r.stderr.toString().trim()}`, {
+        reason: "FILE_IO",
+      });
+    if (r.stdout.length > maxBytes) {
+      throw new AppError("INVALID_ARGUMENT", `file ${path} is larger than ${maxBytes} bytes`, {
+        reason: "FILE_TOO_LARGE",
+        metadata: { path },
+      });
+    }
+    return r.stdout;
+  }
+
+  async writeFile(
+    sandboxId: string,
+    path: string,
+    content: Buffer,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const t = this.running(sandboxId);
+    const r = await this.run(
+      t,
+      ["/bin/sh", "-c", 'mkdir -p "$(dirname "$0")" && cat > "$0"', path],
+      content,
+      64 * 1024,
+      120_000,
+      signal,
+    );
+    if (r.exitCode !== 0)
+      throw new AppError("INTERNAL", `writing ${path}: ${r.stderr.toString().trim()}`, {
+        reason: "FILE_IO",
+      });
+  }
+
+  async logs(
+    sandboxId: string,
+    request: LogRequest,
+    onData: (chunk: Buffer) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const t = this.tracked.get(sandboxId);
+    if (!t) return;
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        onData(Buffer.from(chunk));
+        callback();
+      },
+    });
+    const done = new Promise<void>((resolve) => sink.on("finish", () => resolve()));
+    const controller = await new Log(this.kc).log(t.namespace, t.podName, MAIN_CONTAINER, sink, {
+      follow: request.follow,
+      timestamps: request.timestamps,
+      ...(request.tailLines !== undefined ? { tailLines: request.tailLines } : {}),
+    });
+    signal.addEventListener("abort", () => controller.abort(), { once: true });
+    await done;
+  }
+
+  async interactive(
+    sandboxId: string,
+    command: string[],
+    _env: Record<string, string>,
+    tty: boolean,
+  ): Promise<InteractiveSession> {
+    const t = this.running(sandboxId);
+    const input = new PassThrough();
+    const listeners: ((data: Buffer) => void)[] = [];
+    const output = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        for (const l of listeners) l(Buffer.from(chunk));
+        callback();
+      },
+    });
+    let status: V1Status | undefined;
+    const ws = await new Exec(this.kc).exec(
+      t.namespace,
+      t.podName,
+      MAIN_CONTAINER,
+      command,
+      output,
+      output,
+      input,
+      tty,
+      (s) => {
+        status = s;
+      },
+    );
+    const exited = new Promise<number>((resolve) =>
+      ws.on("close", () => resolve(exitCodeOf(status))),
+    );
+    return {
+      write: (data) => input.write(data),
+      closeStdin: () => input.end(),
+      // The exec API resizes through a channel this client does not expose per session.
+      resize: () => undefined,
+      onOutput: (l) => listeners.push(l),
+      exited,
+      kill: () => ws.close(),
+    };
+  }
+
+  async close(): Promise<void> {
+    // Sandboxes on a cluster outlive their runner: only the watches end.
+    for (const t of this.tracked.values()) t.watch?.abort();
+  }
+}
+
+function emptyObserved(sandboxId: string): ObservedSandbox {
+  return {
+    sandboxId,
+    status: "SANDBOX_STATUS_PENDING",
+    statusReason: "",
+    exitCode: null,
+    startedAtMs: null,
+    serviceAddress: "",
+    exposedPorts: [],
+  };
+}
+
+function isFinal(status: ObservedSandbox["status"]): boolean {
+  return (
+    status === "SANDBOX_STATUS_COMPLETED" ||
+    status === "SANDBOX_STATUS_FAILED" ||
+    status === "SANDBOX_STATUS_TERMINATED"
+  );
+}
+
+/** The exec API's final status: Success, or Failure with an ExitCode cause. */
+export function exitCodeOf(status: V1Status | undefined): number {
+  if (!status || status.status === "Success") return 0;
+  const cause = status.details?.causes?.find((c) => c.reason === "ExitCode");
+  return cause?.message ? Number(cause.message) : 1;
+}
+
+function describe(error: unknown): string {
+  if (error instanceof ApiException) {
+    const body = error.body as { message?: string } | string;
+    return `HTTP ${error.code}: ${typeof body === "string" ? body.slice(0, 300) : (body?.message ?? "")}`;
+  }
+  return (error as Error).message ?? String(error);
+}
+
+/** A Writable over CappedBuffer: exec output with its per-stream cap. */
+class CappedSink extends Writable {
+  private readonly buffer: CappedBuffer;
+  constructor(cap: number) {
+    super();
+    this.buffer = new CappedBuffer(cap);
+  }
+  get truncated(): boolean {
+    return this.buffer.truncated;
+  }
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.buffer.push(chunk);
+    callback();
+  }
+  value(): Buffer {
+    return this.buffer.value();
+  }
+}
