@@ -494,7 +494,7 @@ export class KubernetesBackend implements Backend {
 
   private running(sandboxId: string): Tracked {
     const t = this.tracked.get(sandboxId);
-    if (!t || t.observed.status !== "SANDBOX_STATUS_RUNNING") {
+    if (t?.observed.status !== "SANDBOX_STATUS_RUNNING") {
       throw new AppError("FAILED_PRECONDITION", `sandbox ${sandboxId} is not running`, {
         reason: "SANDBOX_NOT_RUNNING",
       });

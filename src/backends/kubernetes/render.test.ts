@@ -171,7 +171,8 @@ describe("render rules", () => {
 
   it("none denies all egress; instance types become required node affinity", () => {
     expect(
-      (renderFor(untrusted, {}).networkPolicies[0]?.spec as { egress: unknown[] }).egress,
+      (renderFor(untrusted, {}).networkPolicies[0]?.spec as { egress?: unknown[] } | undefined)
+        ?.egress,
     ).toEqual([]);
     const spec = renderFor(gpu, {}).pod.spec as {
       affinity: unknown;

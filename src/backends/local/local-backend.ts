@@ -174,9 +174,11 @@ export class LocalBackend implements Backend {
     let imageRoot: string | undefined;
     if (spec.image) {
       try {
-        imageRoot =
-          this.images.rootfs(spec.image) ??
-          (await this.images.pull(spec.image), this.images.rootfs(spec.image));
+        imageRoot = this.images.rootfs(spec.image);
+        if (!imageRoot) {
+          await this.images.pull(spec.image);
+          imageRoot = this.images.rootfs(spec.image);
+        }
       } catch (error) {
         return this.failed(sandboxId, (error as Error).message);
       }
@@ -517,7 +519,7 @@ export class LocalBackend implements Backend {
 
   private running(sandboxId: string): LocalSandbox {
     const sandbox = this.sandboxes.get(sandboxId);
-    if (!sandbox || sandbox.observed.status !== "SANDBOX_STATUS_RUNNING" || sandbox.initPid === 0) {
+    if (sandbox?.observed.status !== "SANDBOX_STATUS_RUNNING" || sandbox.initPid === 0) {
       throw new AppError("FAILED_PRECONDITION", `sandbox ${sandboxId} is not running`, {
         reason: "SANDBOX_NOT_RUNNING",
       });
