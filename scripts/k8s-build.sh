@@ -111,7 +111,7 @@ build_binaries() {
   log "make WHAT=\"${what[*]}\" in $tree"
   (
     cd "$tree"
-    env GOPATH="$tree/.go" GOPROXY=off GOFLAGS=-mod=vendor HOME="$WORK/home" CGO_ENABLED=0 \
+    env GOPATH="$tree/.go" GOPROXY=off GOFLAGS= HOME="$WORK/home" CGO_ENABLED=0 \
       KUBE_GIT_VERSION=$K8S_VERSION KUBE_GIT_TREE_STATE=clean \
       make WHAT="${what[*]}"
   )
