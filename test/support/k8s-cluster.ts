@@ -92,6 +92,8 @@ export interface Cluster {
   stop(): Promise<void>;
   /** The cluster's temp directory (logs are in DIR/logs). */
   dir: string;
+  /** The API server's audit log: one JSON event per request (level Metadata). */
+  auditLogPath: string;
   /** Milliseconds each start phase took. */
   timings: Record<string, number>;
   /** Set when started with `node: true`. */
@@ -212,6 +214,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 
   try {
     const token = randomBytes(24).toString("hex");
+    writeFileSync(
+      join(dir, "audit-policy.yaml"),
+      "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n",
+    );
     writeFileSync(join(dir, "tokens.csv"), `${token},admin,admin,system:masters\n`, {
       mode: 0o600,
     });
@@ -287,6 +293,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       "--allow-privileged=true",
       "--kubelet-preferred-address-types=InternalIP,Hostname",
       "--profiling=false",
+      // Tests read who did what (e.g. which verbs the runner's RBAC really needs).
+      `--audit-policy-file=${join(dir, "audit-policy.yaml")}`,
+      `--audit-log-path=${join(dir, "audit.log")}`,
+      "--audit-log-format=json",
     ]);
     await waitFor("kube-apiserver /readyz", 60_000, [etcd, apiserver], async () => {
       const r = await httpsGet(`${server}/readyz`, token);
@@ -373,6 +383,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     let stopped = false;
     return {
       kubeconfigPath,
+      auditLogPath: join(dir, "audit.log"),
       server,
       token,
       dir,
@@ -398,7 +409,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   }
 }
 
-function kubeconfig(server: string, token: string): string {
+/** A kubeconfig for `server` with a bearer token (TLS unverified). */
+export function kubeconfig(server: string, token: string): string {
   return `${JSON.stringify(
     {
       apiVersion: "v1",

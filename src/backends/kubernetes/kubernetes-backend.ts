@@ -1,3 +1,5 @@
+import http from "node:http";
+import https from "node:https";
 import { PassThrough, Writable } from "node:stream";
 import {
   ApiException,
@@ -6,7 +8,6 @@ import {
   type KubernetesObject,
   KubernetesObjectApi,
   Log,
-  PatchStrategy,
   type V1Pod,
   type V1Status,
   Watch,
@@ -24,6 +25,8 @@ import type {
 } from "../backend.js";
 import { CappedBuffer } from "../capped-buffer.js";
 import {
+  type Exposure,
+  exposureOf,
   type KubeObject,
   LABEL_MANAGED_BY,
   LABEL_ORG,
@@ -31,6 +34,7 @@ import {
   MAIN_CONTAINER,
   MANAGER,
   objectName,
+  objectPath,
   type Rendered,
   render,
 } from "./render.js";
@@ -58,10 +62,17 @@ interface Tracked {
   observed: ObservedSandbox;
   onChange: (o: ObservedSandbox) => void;
   watch: AbortController | undefined;
-  expectsExternalAddress: boolean;
-  serviceType: string;
-  ports: number[];
+  /** Watches the Service (or Ingress) while the sandbox waits for its external address. */
+  addressWatch: AbortController | undefined;
+  lastPod: V1Pod | undefined;
+  exposure: Exposure | undefined;
   stopReason: string | undefined;
+}
+
+function unwatch(t: Tracked): void {
+  t.watch?.abort();
+  t.addressWatch?.abort();
+  t.addressWatch = undefined;
 }
 
 /**
@@ -158,9 +169,9 @@ export class KubernetesBackend implements Backend {
       },
       onChange,
       watch: undefined,
-      expectsExternalAddress: spec.ingress?.expectsExternalAddress ?? false,
-      serviceType: spec.ingress?.serviceType ?? "",
-      ports: spec.ingress?.ports ?? [],
+      addressWatch: undefined,
+      lastPod: undefined,
+      exposure: exposureOf(rendered.pod),
       stopReason: undefined,
     };
     this.tracked.set(sandboxId, tracked);
@@ -208,15 +219,46 @@ export class KubernetesBackend implements Backend {
     return undefined;
   }
 
+  /**
+   * Server-side apply of the object exactly as rendered. Not through the
+   * client's typed models: they would drop what they name differently
+   * (NetworkPolicy `from` is `_from` there) or do not know (PodSpec fields
+   * newer than the client), silently.
+   */
   private async apply(object: KubeObject): Promise<void> {
-    await this.objects.patch(
-      object as KubernetesObject,
-      undefined,
-      undefined,
-      FIELD_MANAGER,
-      true,
-      PatchStrategy.ServerSideApply,
+    const cluster = this.kc.getCurrentCluster();
+    if (!cluster) throw new Error("the kubeconfig names no cluster");
+    const url = new URL(
+      `${objectPath(object)}?fieldManager=${FIELD_MANAGER}&force=true`,
+      cluster.server,
     );
+    const options: https.RequestOptions = {
+      method: "PATCH",
+      headers: { "Content-Type": "application/apply-patch+yaml", Accept: "application/json" },
+    };
+    await this.kc.applyToHTTPSOptions(options);
+    const body = JSON.stringify(object);
+    const { status, text } = await new Promise<{ status: number; text: string }>(
+      (resolve, reject) => {
+        const request = (url.protocol === "https:" ? https : http).request(url, options, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () =>
+            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }),
+          );
+          res.on("error", reject);
+        });
+        request.on("error", reject);
+        request.end(body);
+      },
+    );
+    if (status >= 300) {
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {}
+      throw new ApiException(status, `applying ${object.kind} ${object.metadata.name}`, parsed, {});
+    }
   }
 
   private async exists(header: KubeObject): Promise<boolean> {
@@ -254,6 +296,7 @@ export class KubernetesBackend implements Backend {
       { fieldSelector: `metadata.name=${t.podName}` },
       (phase, pod: V1Pod) => {
         if (phase === "DELETED") return;
+        t.lastPod = pod;
         void this.podChanged(t, pod);
       },
       () => restart(),
@@ -272,7 +315,31 @@ export class KubernetesBackend implements Backend {
     if (isFinal(t.observed.status)) return;
     t.observed = next;
     t.onChange(next);
-    if (isFinal(next.status)) t.watch?.abort();
+    if (isFinal(next.status)) unwatch(t);
+    else if (next.statusReason === WAITING_FOR_ADDRESS) await this.watchAddress(t);
+    else {
+      t.addressWatch?.abort();
+      t.addressWatch = undefined;
+    }
+  }
+
+  /** The address comes from a controller, not the pod: watch the object that gets it. */
+  private async watchAddress(t: Tracked): Promise<void> {
+    if (t.addressWatch || !t.exposure) return;
+    const path = t.exposure.host
+      ? `/apis/networking.k8s.io/v1/namespaces/${t.namespace}/ingresses`
+      : `/api/v1/namespaces/${t.namespace}/services`;
+    const controller = await new Watch(this.kc).watch(
+      path,
+      { fieldSelector: `metadata.name=${t.podName}` },
+      () => {
+        if (t.lastPod) void this.podChanged(t, t.lastPod);
+      },
+      () => {
+        if (t.addressWatch === controller) t.addressWatch = undefined;
+      },
+    );
+    t.addressWatch = controller;
   }
 
   /** Pod phase and readiness → sandbox status (CONTRACT section 8). */
@@ -319,13 +386,9 @@ export class KubernetesBackend implements Backend {
     const startedAtMs = main?.state?.running?.startedAt
       ? new Date(main.state.running.startedAt).getTime()
       : Date.now();
-    const serviceAddress = await this.serviceAddress(t, pod);
-    if (t.expectsExternalAddress && !serviceAddress) {
-      return {
-        ...base,
-        status: "SANDBOX_STATUS_CREATING",
-        statusReason: "waiting for the service's external address",
-      };
+    const serviceAddress = await this.serviceAddress(t);
+    if (t.exposure?.expectsExternalAddress && !serviceAddress) {
+      return { ...base, status: "SANDBOX_STATUS_CREATING", statusReason: WAITING_FOR_ADDRESS };
     }
     return {
       ...base,
@@ -336,21 +399,33 @@ export class KubernetesBackend implements Backend {
     };
   }
 
-  private async serviceAddress(t: Tracked, _pod: V1Pod): Promise<string | undefined> {
-    if (!t.serviceType) return undefined;
-    const service = await this.readOrUndefined<
-      KubernetesObject & {
-        spec?: { clusterIP?: string };
-        status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } };
-      }
-    >({
+  /**
+   * Where the sandbox is reached: the Ingress host once it has a load
+   * balancer, the Service's external address, or its cluster IP.
+   */
+  private async serviceAddress(t: Tracked): Promise<string | undefined> {
+    const exposure = t.exposure;
+    if (!exposure?.serviceType) return undefined;
+    type WithStatus = KubernetesObject & {
+      spec?: { clusterIP?: string };
+      status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } };
+    };
+    const port = exposure.ports[0];
+    if (exposure.host && exposure.expectsExternalAddress) {
+      const ingress = await this.readOrUndefined<WithStatus>({
+        apiVersion: "networking.k8s.io/v1",
+        kind: "Ingress",
+        metadata: { name: t.podName, namespace: t.namespace },
+      });
+      return ingress?.status?.loadBalancer?.ingress?.length ? exposure.host : undefined;
+    }
+    const service = await this.readOrUndefined<WithStatus>({
       apiVersion: "v1",
       kind: "Service",
       metadata: { name: t.podName, namespace: t.namespace },
     });
-    const external = service?.status?.loadBalancer?.ingress?.[0];
-    const port = t.ports[0];
-    if (t.expectsExternalAddress || t.serviceType === "LoadBalancer") {
+    if (exposure.expectsExternalAddress || exposure.serviceType === "LoadBalancer") {
+      const external = service?.status?.loadBalancer?.ingress?.[0];
       const host = external?.ip ?? external?.hostname;
       return host ? `${host}:${port}` : undefined;
     }
@@ -365,7 +440,7 @@ export class KubernetesBackend implements Backend {
     const t = this.tracked.get(sandboxId);
     if (!t || isFinal(t.observed.status)) return;
     t.stopReason = reason;
-    t.watch?.abort();
+    unwatch(t);
     await this.deleteOwned(sandboxId, t.namespace, gracefulShutdownSeconds);
     t.observed = { ...t.observed, status: "SANDBOX_STATUS_TERMINATED", statusReason: reason };
     t.onChange(t.observed);
@@ -375,7 +450,7 @@ export class KubernetesBackend implements Backend {
     const t = this.tracked.get(sandboxId);
     if (t) {
       t.stopReason ??= "deleted";
-      t.watch?.abort();
+      unwatch(t);
     }
     await this.deleteOwned(sandboxId, t?.namespace, 0);
     this.tracked.delete(sandboxId);
@@ -400,9 +475,10 @@ export class KubernetesBackend implements Backend {
         selector,
       );
       for (const item of list.items) {
+        // Items of a list carry no apiVersion and kind of their own.
         await this.objects
           .delete(
-            item,
+            { apiVersion, kind, metadata: item.metadata ?? {} },
             undefined,
             undefined,
             kind === "Pod" ? graceSeconds : undefined,
@@ -467,12 +543,16 @@ export class KubernetesBackend implements Backend {
           sandboxId: id,
           namespace: pod.metadata?.namespace ?? "",
           podName: pod.metadata?.name ?? objectName(id),
-          observed: { ...emptyObserved(id), status: "SANDBOX_STATUS_CREATING" },
+          observed: {
+            ...emptyObserved(id),
+            status: "SANDBOX_STATUS_CREATING",
+            exposedPorts: exposureOf(pod)?.ports ?? [],
+          },
           onChange: () => undefined,
           watch: undefined,
-          expectsExternalAddress: false,
-          serviceType: "",
-          ports: [],
+          addressWatch: undefined,
+          lastPod: pod,
+          exposure: exposureOf(pod),
           stopReason: undefined,
         };
         t.observed = await this.statusOf(t, pod);
@@ -530,8 +610,14 @@ export class KubernetesBackend implements Backend {
   ): Promise<ExecResult> {
     const stdout = new CappedSink(maxOutputBytes);
     const stderr = new CappedSink(maxOutputBytes);
+    // Before Kubernetes 1.29 the exec protocol cannot half-close stdin (the
+    // client closes the whole socket instead, losing output and exit code):
+    // so the input stream stays open and `head -c` hands the command its EOF.
     const input = new PassThrough();
-    input.end(stdin);
+    if (stdin.length > 0) {
+      command = ["/bin/sh", "-c", 'head -c "$0" | "$@"', String(stdin.length), ...command];
+      input.write(stdin);
+    }
     let status: V1Status | undefined;
     const ws = await new Exec(this.kc).exec(
       t.namespace,
@@ -555,6 +641,7 @@ export class KubernetesBackend implements Backend {
       const abort = () => ws.close();
       signal.addEventListener("abort", abort, { once: true });
       ws.on("close", () => {
+        input.end();
         clearTimeout(timer);
         signal.removeEventListener("abort", abort);
         resolve();
@@ -661,10 +748,12 @@ export class KubernetesBackend implements Backend {
   async interactive(
     sandboxId: string,
     command: string[],
-    _env: Record<string, string>,
+    env: Record<string, string>,
     tty: boolean,
   ): Promise<InteractiveSession> {
     const t = this.running(sandboxId);
+    const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    if (assignments.length > 0) command = ["env", ...assignments, ...command];
     const input = new PassThrough();
     const listeners: ((data: Buffer) => void)[] = [];
     const output = new Writable({
@@ -693,8 +782,16 @@ export class KubernetesBackend implements Backend {
     return {
       write: (data) => input.write(data),
       closeStdin: () => input.end(),
-      // The exec API resizes through a channel this client does not expose per session.
-      resize: () => undefined,
+      // Channel 4 of the exec protocol carries terminal size as JSON.
+      resize: (rows, cols) => {
+        if (ws.readyState === ws.OPEN)
+          ws.send(
+            Buffer.concat([
+              Buffer.from([4]),
+              Buffer.from(JSON.stringify({ Width: cols, Height: rows })),
+            ]),
+          );
+      },
       onOutput: (l) => listeners.push(l),
       exited,
       kill: () => ws.close(),
@@ -703,9 +800,11 @@ export class KubernetesBackend implements Backend {
 
   async close(): Promise<void> {
     // Sandboxes on a cluster outlive their runner: only the watches end.
-    for (const t of this.tracked.values()) t.watch?.abort();
+    for (const t of this.tracked.values()) unwatch(t);
   }
 }
+
+const WAITING_FOR_ADDRESS = "waiting for the service's external address";
 
 function emptyObserved(sandboxId: string): ObservedSandbox {
   return {

@@ -7,7 +7,14 @@ import { type ProfileTemplate, parseProfileTemplate } from "../../profiles/profi
 import type { Runner } from "../../runners/runner.js";
 import { placeSandbox } from "../../sandboxes/placement.js";
 import type { StartSandboxRequest } from "../../sandboxes/sandbox.js";
-import { mergePodSpec, render } from "./render.js";
+import {
+  ANNOTATION_EXPOSURE,
+  exposureOf,
+  type KubeObject,
+  mergePodSpec,
+  objectPath,
+  render,
+} from "./render.js";
 
 const GOLDEN = fileURLToPath(new URL("./golden/", import.meta.url));
 const SANDBOX_ID = "0b7f6c2e-8d1a-4f3b-9c5e-2a4d6e8f0a1c";
@@ -234,5 +241,47 @@ describe("render rules", () => {
     expect(r.pod.metadata.labels?.["paddock.dev/sandbox-id"]).toBe(SANDBOX_ID);
     expect(r.pod.metadata.labels?.app).toBe("x");
     expect(r.pod.metadata.annotations).toEqual({});
+  });
+
+  it("paths objects for the API: core and grouped, namespaced and not", () => {
+    const r = renderFor(
+      seeds.find((p) => p.displayName === "worker-internal-svc") as ProfileTemplate,
+      { network: { ingressMode: "internal", exposedPorts: [8080] } },
+    );
+    expect(objectPath(r.pod)).toBe(
+      `/api/v1/namespaces/${r.pod.metadata.namespace}/pods/${r.pod.metadata.name}`,
+    );
+    expect(objectPath(r.namespace as KubeObject)).toBe(
+      `/api/v1/namespaces/${r.pod.metadata.namespace}`,
+    );
+    expect(objectPath(r.networkPolicies[1] as KubeObject)).toMatch(
+      /^\/apis\/networking\.k8s\.io\/v1\/namespaces\/[^/]+\/networkpolicies\/[^/]+-ingress$/,
+    );
+    expect(() =>
+      objectPath({ apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "x" } }),
+    ).toThrow(/kind Deployment/);
+  });
+
+  it("records the exposure on the pod, for a restarted agent; a profile cannot forge it", () => {
+    const worker = seeds.find((p) => p.displayName === "worker-internal-svc") as ProfileTemplate;
+    const r = renderFor(worker, { network: { ingressMode: "internal", exposedPorts: [8080] } });
+    expect(exposureOf(r.pod)).toEqual({
+      serviceType: "ClusterIP",
+      ports: [8080],
+      expectsExternalAddress: false,
+      host: "",
+    });
+    const forged = profile("00000000-0000-4000-8000-0000000000ab", {
+      displayName: "forger",
+      spec: {
+        pod: {
+          metadata: { annotations: { [ANNOTATION_EXPOSURE]: '{"serviceType":"LoadBalancer"}' } },
+        },
+      },
+    });
+    expect(exposureOf(renderFor(forged, {}).pod)).toBeUndefined();
+    expect(
+      exposureOf({ metadata: { annotations: { [ANNOTATION_EXPOSURE]: "{not json" } } }),
+    ).toBeUndefined();
   });
 });

@@ -12,6 +12,58 @@ export const LABEL_PROFILE = "paddock.dev/profile";
 export const LABEL_MANAGED_BY = "app.kubernetes.io/managed-by";
 export const MANAGER = "paddock";
 export const MAIN_CONTAINER = "sandbox";
+/** On the pod: how the sandbox is exposed, so that a restarted agent knows what it waits for. */
+export const ANNOTATION_EXPOSURE = "paddock.dev/exposure";
+
+export interface Exposure {
+  serviceType: string;
+  ports: number[];
+  expectsExternalAddress: boolean;
+  /** The Ingress host, when the level has an ingress template. */
+  host: string;
+}
+
+/** Resource names of the kinds Paddock applies (the API path wants the plural). */
+const RESOURCES: Record<string, { plural: string; namespaced: boolean }> = {
+  Namespace: { plural: "namespaces", namespaced: false },
+  Pod: { plural: "pods", namespaced: true },
+  Service: { plural: "services", namespaced: true },
+  NetworkPolicy: { plural: "networkpolicies", namespaced: true },
+  Ingress: { plural: "ingresses", namespaced: true },
+};
+
+/** The API path of one object, e.g. /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/name. */
+export function objectPath(object: KubeObject): string {
+  const resource = RESOURCES[object.kind];
+  if (!resource) throw new Error(`Paddock does not apply objects of kind ${object.kind}`);
+  const base = object.apiVersion.includes("/")
+    ? `/apis/${object.apiVersion}`
+    : `/api/${object.apiVersion}`;
+  const ns =
+    resource.namespaced && object.metadata.namespace
+      ? `/namespaces/${encodeURIComponent(object.metadata.namespace)}`
+      : "";
+  return `${base}${ns}/${resource.plural}/${encodeURIComponent(object.metadata.name)}`;
+}
+
+/** The exposure a rendered (or adopted) pod records; none when the annotation is absent or malformed. */
+export function exposureOf(pod: {
+  metadata?: { annotations?: Record<string, string> | undefined } | undefined;
+}): Exposure | undefined {
+  const text = pod.metadata?.annotations?.[ANNOTATION_EXPOSURE];
+  if (!text) return undefined;
+  try {
+    const e = JSON.parse(text) as Partial<Exposure>;
+    return {
+      serviceType: typeof e.serviceType === "string" ? e.serviceType : "",
+      ports: Array.isArray(e.ports) ? e.ports.filter((p) => typeof p === "number") : [],
+      expectsExternalAddress: e.expectsExternalAddress === true,
+      host: typeof e.host === "string" ? e.host : "",
+    };
+  } catch {
+    return undefined;
+  }
+}
 /** Keeps a sandbox without a command alive, and ends at once on SIGTERM. */
 export const IDLE_COMMAND = [
   "/bin/sh",
@@ -170,6 +222,20 @@ export function render(input: RenderInput): Rendered {
   };
   const podSpec = mergePodSpec(baseSpec, partial);
 
+  const level = spec.ingress;
+  const host = level?.ingress
+    ? level.ingress.template
+        .replace(/\{\{\s*\.SandboxID\s*\}\}/g, input.sandboxId)
+        .replace(/\{\{\s*\.Namespace\s*\}\}/g, ns)
+    : "";
+  const exposure: Exposure | undefined = level
+    ? {
+        serviceType: level.serviceType,
+        ports: level.ports,
+        expectsExternalAddress: level.expectsExternalAddress ?? false,
+        host,
+      }
+    : undefined;
   const pod: KubeObject = {
     apiVersion: "v1",
     kind: "Pod",
@@ -177,7 +243,10 @@ export function render(input: RenderInput): Rendered {
       name,
       namespace: ns,
       labels: podLabels,
-      annotations: withoutReserved(spec.annotations),
+      annotations: {
+        ...withoutReserved(spec.annotations),
+        ...(exposure ? { [ANNOTATION_EXPOSURE]: JSON.stringify(exposure) } : {}),
+      },
     },
     spec: podSpec,
   };
@@ -185,8 +254,7 @@ export function render(input: RenderInput): Rendered {
   const networkPolicies: KubeObject[] = [egressPolicy(input, name)];
   let service: KubeObject | undefined;
   let ingress: KubeObject | undefined;
-  if (spec.ingress) {
-    const level = spec.ingress;
+  if (level) {
     const ports = level.ports.map((port) => ({
       name: `p${port}`,
       port,
@@ -215,9 +283,6 @@ export function render(input: RenderInput): Rendered {
       },
     });
     if (level.ingress) {
-      const host = level.ingress.template
-        .replace(/\{\{\s*\.SandboxID\s*\}\}/g, input.sandboxId)
-        .replace(/\{\{\s*\.Namespace\s*\}\}/g, ns);
       ingress = {
         apiVersion: "networking.k8s.io/v1",
         kind: "Ingress",
