@@ -63,13 +63,14 @@ export interface LocalRunnerHandle {
  */
 export async function startLocalRunner(
   services: Services,
-  options: { dataDir: string; organizationId: string; runnerId: string },
+  options: { dataDir: string; organizationId: string; runnerId: string; kubeconfig?: string },
   logger: Logger,
 ): Promise<LocalRunnerHandle> {
   const backendOptions = localBackendOptions(options.dataDir, process.env);
   const child = fork(join(PACKAGE_ROOT, "dist", "runners", "local-runner-process.js"), [], {
     env: {
       ...process.env,
+      ...(options.kubeconfig ? { PADDOCK_EMBEDDED_KUBECONFIG: options.kubeconfig } : {}),
       PADDOCK_LOCAL_RUNNER: JSON.stringify(backendOptions),
       PADDOCK_LOG_LEVEL: logger.level,
     },

@@ -1,4 +1,6 @@
 import { pino } from "pino";
+import type { Backend } from "../backends/backend.js";
+import { KubernetesBackend } from "../backends/kubernetes/kubernetes-backend.js";
 import { LocalBackend, type LocalBackendOptions } from "../backends/local/local-backend.js";
 import { RunnerAgent } from "./agent.js";
 import type { AgentMessage, ControlMessage, Link } from "./protocol.js";
@@ -21,7 +23,11 @@ function send(message: ChildMessage): void {
 async function main(): Promise<void> {
   const options = JSON.parse(process.env.PADDOCK_LOCAL_RUNNER ?? "{}") as LocalBackendOptions;
   const logger = pino({ level: process.env.PADDOCK_LOG_LEVEL ?? "info" });
-  const backend = new LocalBackend(options);
+  // The embedded runner places sandboxes on a cluster instead when given a kubeconfig.
+  const kubeconfig = process.env.PADDOCK_EMBEDDED_KUBECONFIG;
+  const backend: Backend & { shutdownAll?: () => Promise<void> } = kubeconfig
+    ? new KubernetesBackend({ kubeconfig }, logger)
+    : new LocalBackend(options);
   const listeners: ((m: ControlMessage) => void)[] = [];
   const closeListeners: (() => void)[] = [];
   const link: Link<AgentMessage, ControlMessage> = {
@@ -34,7 +40,7 @@ async function main(): Promise<void> {
   const shutdown = async (removeAll: boolean) => {
     if (closing) return;
     closing = true;
-    if (removeAll) await backend.shutdownAll();
+    if (removeAll && backend.shutdownAll) await backend.shutdownAll();
     else await backend.close();
     send({ kind: "closed" });
     process.exit(0);

@@ -29,7 +29,8 @@ export const ADMIN_TOKEN = "pdk_test-admin-token";
 /** The real app on an in-memory PGlite store (or the given one), called in-process. */
 export async function startTestApp(
   location: StoreLocation = { kind: "memory" },
-  options: { localRunner?: boolean } = {},
+  /** `kubeconfig`: the embedded runner places sandboxes on that cluster instead. */
+  options: { localRunner?: boolean; kubeconfig?: string } = {},
 ): Promise<TestApp> {
   const store = await openStore(location);
   const dataDir = mkdtempSync(join(tmpdir(), "paddock-test-"));
@@ -44,7 +45,12 @@ export async function startTestApp(
   const localRunner = options.localRunner
     ? await startLocalRunner(
         services,
-        { dataDir, organizationId: "default", runnerId: "local" },
+        {
+          dataDir,
+          organizationId: "default",
+          runnerId: "local",
+          ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
+        },
         logger,
       )
     : undefined;

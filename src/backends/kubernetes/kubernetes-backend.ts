@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
 import { PassThrough, Writable } from "node:stream";
@@ -67,6 +68,8 @@ interface Tracked {
   lastPod: V1Pod | undefined;
   exposure: Exposure | undefined;
   stopReason: string | undefined;
+  /** The pod's log (timestamped), kept when stop deleted the pod; only until delete. */
+  finalLogs?: string;
 }
 
 function unwatch(t: Tracked): void {
@@ -295,8 +298,8 @@ export class KubernetesBackend implements Backend {
       `/api/v1/namespaces/${t.namespace}/pods`,
       { fieldSelector: `metadata.name=${t.podName}` },
       (phase, pod: V1Pod) => {
-        if (phase === "DELETED") return;
         t.lastPod = pod;
+        if (phase === "DELETED") return;
         void this.podChanged(t, pod);
       },
       () => restart(),
@@ -440,9 +443,23 @@ export class KubernetesBackend implements Backend {
     const t = this.tracked.get(sandboxId);
     if (!t || isFinal(t.observed.status)) return;
     t.stopReason = reason;
-    unwatch(t);
+    // Stop deletes the pod, and its log with it: follow it to the end first.
+    // The pod watch stays on to see how the container ended.
+    const finalLogs = this.followToEnd(t);
     await this.deleteOwned(sandboxId, t.namespace, gracefulShutdownSeconds);
-    t.observed = { ...t.observed, status: "SANDBOX_STATUS_TERMINATED", statusReason: reason };
+    unwatch(t);
+    t.finalLogs = await Promise.race([
+      finalLogs,
+      new Promise<string>((r) => setTimeout(() => r(""), 10_000).unref()),
+    ]);
+    const ended = t.lastPod?.status?.containerStatuses?.find((c) => c.name === MAIN_CONTAINER)
+      ?.state?.terminated;
+    t.observed = {
+      ...t.observed,
+      status: "SANDBOX_STATUS_TERMINATED",
+      statusReason: reason,
+      ...(ended ? { exitCode: ended.exitCode } : {}),
+    };
     t.onChange(t.observed);
   }
 
@@ -584,20 +601,34 @@ export class KubernetesBackend implements Backend {
 
   async exec(sandboxId: string, request: ExecRequest, signal: AbortSignal): Promise<ExecResult> {
     const t = this.running(sandboxId);
-    let command = request.command;
-    const env = Object.entries(request.env);
-    if (request.workingDir || env.length > 0) {
-      // The exec API has neither: a shell sets them, then runs the command as given.
-      command = [
-        "/bin/sh",
-        "-c",
-        'cd "$0" && exec env "$@"',
-        request.workingDir || ".",
-        ...env.map(([k, v]) => `${k}=${v}`),
-        ...request.command,
-      ];
-    }
-    return this.run(t, command, request.stdin, request.maxOutputBytes, request.timeoutMs, signal);
+    // The exec API has neither environment nor working directory: `env` (and
+    // a shell for `cd`) set them. The exec id in the environment marks every
+    // process of this exec, so that a timeout can kill them all: closing the
+    // stream does not.
+    const execId = randomUUID();
+    const assignments = [
+      `${EXEC_ID_VARIABLE}=${execId}`,
+      ...Object.entries(request.env).map(([k, v]) => `${k}=${v}`),
+    ];
+    const command = request.workingDir
+      ? [
+          "/bin/sh",
+          "-c",
+          'cd "$0" && exec env "$@"',
+          request.workingDir,
+          ...assignments,
+          ...request.command,
+        ]
+      : ["env", ...assignments, ...request.command];
+    return this.run(
+      t,
+      command,
+      request.stdin,
+      request.maxOutputBytes,
+      request.timeoutMs,
+      signal,
+      execId,
+    );
   }
 
   private async run(
@@ -607,6 +638,7 @@ export class KubernetesBackend implements Backend {
     maxOutputBytes: number,
     timeoutMs: number,
     signal: AbortSignal,
+    execId?: string,
   ): Promise<ExecResult> {
     const stdout = new CappedSink(maxOutputBytes);
     const stderr = new CappedSink(maxOutputBytes);
@@ -616,7 +648,9 @@ export class KubernetesBackend implements Backend {
     const input = new PassThrough();
     if (stdin.length > 0) {
       command = ["/bin/sh", "-c", 'head -c "$0" | "$@"', String(stdin.length), ...command];
-      input.write(stdin);
+      // One WebSocket message per chunk: the kubelet refuses messages of 32 MiB and more.
+      for (let at = 0; at < stdin.length; at += STDIN_CHUNK_BYTES)
+        input.write(stdin.subarray(at, at + STDIN_CHUNK_BYTES));
     }
     let status: V1Status | undefined;
     const ws = await new Exec(this.kc).exec(
@@ -633,12 +667,16 @@ export class KubernetesBackend implements Backend {
       },
     );
     let timedOut = false;
+    let aborted = false;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         timedOut = true;
         ws.close();
       }, timeoutMs);
-      const abort = () => ws.close();
+      const abort = () => {
+        aborted = true;
+        ws.close();
+      };
       signal.addEventListener("abort", abort, { once: true });
       ws.on("close", () => {
         input.end();
@@ -647,6 +685,7 @@ export class KubernetesBackend implements Backend {
         resolve();
       });
     });
+    if ((timedOut || aborted) && execId) await this.killExec(t, execId);
     if (timedOut) {
       throw new AppError("DEADLINE_EXCEEDED", `command did not finish within ${timeoutMs} ms`, {
         reason: "COMMAND_TIMEOUT",
@@ -659,6 +698,21 @@ export class KubernetesBackend implements Backend {
       stdoutTruncated: stdout.truncated,
       stderrTruncated: stderr.truncated,
     };
+  }
+
+  /** Kills every process that carries the exec's id in its environment. */
+  private async killExec(t: Tracked, execId: string): Promise<void> {
+    const script = `for p in /proc/[0-9]*; do if tr '\\0' '\\n' < "$p/environ" 2>/dev/null | grep -qx "${EXEC_ID_VARIABLE}=$0"; then kill -9 "\${p#/proc/}" 2>/dev/null; fi; done; true`;
+    await this.run(
+      t,
+      ["/bin/sh", "-c", script, execId],
+      Buffer.alloc(0),
+      4096,
+      30_000,
+      new AbortController().signal,
+    ).catch((error: unknown) =>
+      this.logger.warn({ err: error, sandboxId: t.sandboxId }, "could not kill a timed-out exec"),
+    );
   }
 
   async readFile(
@@ -721,6 +775,34 @@ export class KubernetesBackend implements Backend {
       });
   }
 
+  /** The pod's whole log, timestamped, as it ends (its last FINAL_LOG_BYTES). */
+  private async followToEnd(t: Tracked): Promise<string> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        chunks.push(Buffer.from(chunk));
+        size += chunk.length;
+        while (size > FINAL_LOG_BYTES && chunks.length > 1) size -= chunks.shift()?.length ?? 0;
+        callback();
+      },
+    });
+    const done = new Promise<void>((resolve) => {
+      sink.on("finish", () => resolve());
+      sink.on("error", () => resolve());
+    });
+    try {
+      await new Log(this.kc).log(t.namespace, t.podName, MAIN_CONTAINER, sink, {
+        follow: true,
+        timestamps: true,
+      });
+      await done;
+    } catch {
+      // No pod, or no container yet: nothing was logged.
+    }
+    return Buffer.concat(chunks).toString();
+  }
+
   async logs(
     sandboxId: string,
     request: LogRequest,
@@ -729,6 +811,13 @@ export class KubernetesBackend implements Backend {
   ): Promise<void> {
     const t = this.tracked.get(sandboxId);
     if (!t) return;
+    if (t.finalLogs !== undefined) {
+      const text = selectLogLines(t.finalLogs, request);
+      if (text) onData(Buffer.from(text));
+      return;
+    }
+    // The client drops tailLines=0 as unset; since now is the same for a follow.
+    if (request.tailLines === 0 && !request.follow) return;
     const sink = new Writable({
       write(chunk: Buffer, _encoding, callback) {
         onData(Buffer.from(chunk));
@@ -739,7 +828,11 @@ export class KubernetesBackend implements Backend {
     const controller = await new Log(this.kc).log(t.namespace, t.podName, MAIN_CONTAINER, sink, {
       follow: request.follow,
       timestamps: request.timestamps,
-      ...(request.tailLines !== undefined ? { tailLines: request.tailLines } : {}),
+      ...(request.tailLines === 0
+        ? { sinceTime: new Date().toISOString() }
+        : request.tailLines !== undefined
+          ? { tailLines: request.tailLines }
+          : {}),
     });
     signal.addEventListener("abort", () => controller.abort(), { once: true });
     await done;
@@ -798,12 +891,38 @@ export class KubernetesBackend implements Backend {
     };
   }
 
+  /** Removes every sandbox this agent knows of, with all its objects. */
+  async shutdownAll(): Promise<void> {
+    for (const id of [...this.tracked.keys()]) await this.remove(id);
+  }
+
   async close(): Promise<void> {
     // Sandboxes on a cluster outlive their runner: only the watches end.
     for (const t of this.tracked.values()) unwatch(t);
   }
 }
 
+const EXEC_ID_VARIABLE = "PADDOCK_EXEC_ID";
+const STDIN_CHUNK_BYTES = 1024 * 1024;
+const FINAL_LOG_BYTES = 8 * 1024 * 1024;
+
+/** A `timestamps=true` log with the request's tail applied, timestamps kept only if asked. */
+export function selectLogLines(
+  stamped: string,
+  request: Pick<LogRequest, "tailLines" | "timestamps">,
+): string {
+  const lines = stamped.split("\n");
+  if (lines.at(-1) === "") lines.pop();
+  const picked =
+    request.tailLines === undefined
+      ? lines
+      : request.tailLines === 0
+        ? []
+        : lines.slice(-request.tailLines);
+  return picked
+    .map((line) => `${request.timestamps ? line : line.slice(line.indexOf(" ") + 1)}\n`)
+    .join("");
+}
 const WAITING_FOR_ADDRESS = "waiting for the service's external address";
 
 function emptyObserved(sandboxId: string): ObservedSandbox {

@@ -64,6 +64,7 @@ export function exposureOf(pod: {
     return undefined;
   }
 }
+const WORKSPACE = "/workspace";
 /** Keeps a sandbox without a command alive, and ends at once on SIGTERM. */
 export const IDLE_COMMAND = [
   "/bin/sh",
@@ -186,6 +187,9 @@ export function render(input: RenderInput): Rendered {
       ...(p.name ? { name: p.name } : {}),
     })),
     imagePullPolicy: "IfNotPresent",
+    // As on the local backend: a private, writable working directory.
+    workingDir: WORKSPACE,
+    volumeMounts: [{ name: "workspace", mountPath: WORKSPACE }],
   };
   const partial = ((spec.pod as { spec?: Record<string, unknown> }).spec ?? {}) as Record<
     string,
@@ -193,6 +197,7 @@ export function render(input: RenderInput): Rendered {
   >;
   const baseSpec: Record<string, unknown> = {
     restartPolicy: "Never",
+    volumes: [{ name: "workspace", emptyDir: {} }],
     automountServiceAccountToken: false,
     enableServiceLinks: false,
     ...(spec.runtimeClass ? { runtimeClassName: spec.runtimeClass } : {}),
