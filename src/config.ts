@@ -11,6 +11,8 @@ export const ServeConfigSchema = z.strictObject({
   dataDir: z.string().default(DEFAULT_DATA_DIR),
   databaseUrl: z.string().optional(),
   localRunner: z.boolean().default(true),
+  /** The embedded runner places sandboxes on this cluster instead of this host. */
+  kubeconfig: z.string().optional(),
   bootstrapToken: z.string().optional(),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
@@ -22,6 +24,7 @@ export interface ServeFlags {
   dataDir?: string | undefined;
   databaseUrl?: string | undefined;
   localRunner?: boolean | undefined;
+  kubeconfig?: string | undefined;
 }
 
 export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): ServeConfig {
@@ -31,6 +34,7 @@ export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): ServeCon
     dataDir: pick(flags.dataDir, "PADDOCK_DATA_DIR"),
     databaseUrl: pick(flags.databaseUrl, "PADDOCK_DATABASE_URL"),
     localRunner: flags.localRunner,
+    kubeconfig: pick(flags.kubeconfig, "PADDOCK_KUBECONFIG"),
     bootstrapToken: env.PADDOCK_BOOTSTRAP_TOKEN || undefined,
     logLevel: env.PADDOCK_LOG_LEVEL || undefined,
   });
@@ -41,7 +45,11 @@ export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): ServeCon
     );
   }
   parseListen(config.listen);
-  return { ...config, dataDir: resolve(config.dataDir) };
+  return {
+    ...config,
+    dataDir: resolve(config.dataDir),
+    ...(config.kubeconfig ? { kubeconfig: resolve(config.kubeconfig) } : {}),
+  };
 }
 
 /** `HOST:PORT`, `[v6]:PORT` or `:PORT`. */

@@ -158,7 +158,12 @@ export async function startServer(
   const localRunner = config.localRunner
     ? await startLocalRunner(
         services,
-        { dataDir: config.dataDir, organizationId: DEFAULT_ORG, runnerId: LOCAL_RUNNER },
+        {
+          dataDir: config.dataDir,
+          organizationId: DEFAULT_ORG,
+          runnerId: LOCAL_RUNNER,
+          ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}),
+        },
         logger,
       )
     : undefined;

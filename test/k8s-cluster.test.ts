@@ -8,10 +8,10 @@ import {
   K8S_VERSION,
   NODE_NAME,
   startCluster,
-} from "./support/k8s-cluster.js";
+} from "../src/testing/k8s-cluster.js";
 
 /**
- * Proves the real Kubernetes test cluster (test/support/k8s-cluster.ts):
+ * Proves the real Kubernetes test cluster (src/testing/k8s-cluster.ts):
  * these tests fail, naming scripts/k8s-build.sh, when its binaries are not built.
  */
 

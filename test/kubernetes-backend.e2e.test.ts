@@ -1,12 +1,12 @@
 import { afterAll } from "vitest";
+import { BUSYBOX_IMAGE, type Cluster, startCluster } from "../src/testing/k8s-cluster.js";
 import { startTestApp } from "./support/app.js";
 import { backendSuite } from "./support/backend-suite.js";
-import { BUSYBOX_IMAGE, type Cluster, startCluster } from "./support/k8s-cluster.js";
 
 /**
  * The backend suite of the local backend, on the kubernetes backend: the
  * embedded runner places every sandbox as a pod on a real one-node cluster
- * (test/support/k8s-cluster.ts), exec and logs go through the real API.
+ * (src/testing/k8s-cluster.ts), exec and logs go through the real API.
  */
 let cluster: Cluster | undefined;
 afterAll(async () => {

@@ -3,7 +3,12 @@ import { openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PaddockClient } from "../src/client/client.js";
-import { BUSYBOX_IMAGE, type Cluster, kubeconfig, startCluster } from "./support/k8s-cluster.js";
+import {
+  BUSYBOX_IMAGE,
+  type Cluster,
+  kubeconfig,
+  startCluster,
+} from "../src/testing/k8s-cluster.js";
 import {
   cleanEnv,
   PADDOCK_BIN,
@@ -250,6 +255,22 @@ describe("kubernetes backend against a real API server", () => {
     });
     const [egress] = await objects(cluster, "networkpolicies", s.sandboxId);
     expect(egress?.spec.egress[0].to[0].ipBlock.cidr).toBe("0.0.0.0/0");
+    // Applied with the namespace: Paddock's pods have no egress but what their own policy allows.
+    const baseline = JSON.parse(
+      await cluster.kubectl([
+        "get",
+        "networkpolicy",
+        "paddock-baseline",
+        "-n",
+        s.namespace,
+        "-o",
+        "json",
+      ]),
+    );
+    expect(baseline.spec).toEqual({
+      podSelector: { matchLabels: { "app.kubernetes.io/managed-by": "paddock" } },
+      policyTypes: ["Egress"],
+    });
   });
 
   it("agent-allowlist: allowlist egress of exactly its CIDRs; the seed's override changes it", async () => {
@@ -370,6 +391,8 @@ describe("kubernetes backend against a real API server", () => {
       "paddock.dev/organization=someone-else",
       "--overwrite",
     ]);
+    // The agent hears of the change through its namespace watch (not by polling).
+    await new Promise((r) => setTimeout(r, 500));
     const refused = await start({ profileNames: ["untrusted"] });
     const failed = await waitFor(
       admin,

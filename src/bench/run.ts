@@ -6,6 +6,7 @@ import { PaddockClient } from "../client/client.js";
 import { serveConfig } from "../config.js";
 import { startServer } from "../server.js";
 import { PACKAGE_ROOT } from "../version.js";
+import { kubernetesFigures } from "./kubernetes.js";
 import { type Figure, figure } from "./stats.js";
 
 /**
@@ -46,6 +47,12 @@ async function main(): Promise<void> {
   } finally {
     await server.close();
     rmSync(dataDir, { recursive: true, force: true });
+  }
+  try {
+    figures.push(...(await kubernetesFigures(RUNS)));
+  } catch (error) {
+    // A fresh machine may not have the test cluster built; say how to get it.
+    process.stderr.write(`kubernetes figures skipped: ${(error as Error).message}\n`);
   }
   print(figures);
   const machine = {

@@ -15,12 +15,17 @@ export function registerServeCommand(program: Command): void {
       "use this PostgreSQL server instead of the embedded store (env PADDOCK_DATABASE_URL)",
     )
     .option("--no-local-runner", "do not run the embedded local runner")
+    .option(
+      "--kubeconfig <file>",
+      "the embedded runner places sandboxes on this Kubernetes cluster instead of this host (env PADDOCK_KUBECONFIG)",
+    )
     .action(
       async (opts: {
         listen?: string;
         dataDir?: string;
         databaseUrl?: string;
         localRunner: boolean;
+        kubeconfig?: string;
       }) => {
         const config = serveConfig(opts, process.env);
         // Loaded here so that client commands do not pay for the server's modules.

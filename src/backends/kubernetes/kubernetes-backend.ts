@@ -89,6 +89,17 @@ export class KubernetesBackend implements Backend {
   private readonly objects: KubernetesObjectApi;
   private readonly tracked = new Map<string, Tracked>();
   private readonly loadError: string | undefined;
+  /**
+   * "org/namespace" → until when it is known fit (checked, baseline policy
+   * applied). Trusted only while a watch on Paddock's namespaces runs, which
+   * forgets a namespace as soon as it changes (relabelled, deleted).
+   */
+  private readonly preparedNamespaces = new Map<string, number>();
+  private namespaceWatch: AbortController | undefined;
+  /** RuntimeClass name → until when it is known to exist. */
+  private readonly knownRuntimeClasses = new Map<string, number>();
+  private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32 });
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
 
   constructor(
     options: { kubeconfig?: string | undefined },
@@ -136,30 +147,33 @@ export class KubernetesBackend implements Backend {
       profileId: assignment.profileId,
       spec,
     });
-    try {
-      // Everything that can refuse the sandbox is checked before anything is created.
-      if (spec.runtimeClass) {
-        const exists = await this.exists({
-          apiVersion: "node.k8s.io/v1",
-          kind: "RuntimeClass",
-          metadata: { name: spec.runtimeClass },
-        });
-        if (!exists)
-          return failed(`runtime class '${spec.runtimeClass}' does not exist on this cluster`);
+    // Everything that can refuse the sandbox is checked before anything is
+    // created; what was checked lately is remembered, so that a steady
+    // start is one round of applies, all at once (the namespace's baseline
+    // policy keeps the pod closed until its own policies are in).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const [runtimeProblem, namespaceProblem] = await Promise.all([
+          this.checkRuntimeClass(spec.runtimeClass),
+          this.prepareNamespace(rendered, assignment),
+        ]);
+        if (runtimeProblem) return failed(runtimeProblem);
+        if (namespaceProblem) return failed(namespaceProblem);
+        const objects = [
+          ...rendered.networkPolicies,
+          rendered.service,
+          rendered.ingress,
+          rendered.pod,
+        ].filter((o) => o !== undefined);
+        await Promise.all(objects.map((o) => this.apply(o)));
+        break;
+      } catch (error) {
+        // What was remembered may be stale (a namespace deleted meanwhile): check again once.
+        this.forget(spec.runtimeClass, spec.namespace);
+        if (attempt < 2) continue;
+        await this.deleteOwned(sandboxId, spec.namespace, 0).catch(() => undefined);
+        return failed(`the cluster refused the sandbox: ${describe(error)}`);
       }
-      const namespaceProblem = await this.prepareNamespace(rendered, assignment);
-      if (namespaceProblem) return failed(namespaceProblem);
-      for (const object of [
-        ...rendered.networkPolicies,
-        rendered.service,
-        rendered.ingress,
-        rendered.pod,
-      ]) {
-        if (object) await this.apply(object);
-      }
-    } catch (error) {
-      await this.deleteOwned(sandboxId, spec.namespace, 0).catch(() => undefined);
-      return failed(`the cluster refused the sandbox: ${describe(error)}`);
     }
     const tracked: Tracked = {
       sandboxId,
@@ -188,6 +202,24 @@ export class KubernetesBackend implements Backend {
    * is applied, unless it exists and is not Paddock's for this organization.
    */
   private async prepareNamespace(
+    rendered: Rendered,
+    a: SandboxAssignment,
+  ): Promise<string | undefined> {
+    const name = a.spec.namespace;
+    const key = `${a.organizationId}/${name}`;
+    await this.watchNamespaces().catch((error: unknown) =>
+      this.logger.warn({ err: error }, "namespace watch failed; checking every start"),
+    );
+    if (this.namespaceWatch && (this.preparedNamespaces.get(key) ?? 0) > Date.now())
+      return undefined;
+    const problem = await this.checkNamespace(rendered, a);
+    if (problem) return problem;
+    await this.apply(rendered.baselinePolicy);
+    this.preparedNamespaces.set(key, Date.now() + REMEMBER_CHECKS_MS);
+    return undefined;
+  }
+
+  private async checkNamespace(
     rendered: Rendered,
     a: SandboxAssignment,
   ): Promise<string | undefined> {
@@ -222,6 +254,43 @@ export class KubernetesBackend implements Backend {
     return undefined;
   }
 
+  private async watchNamespaces(): Promise<void> {
+    if (this.namespaceWatch) return;
+    const controller = await new Watch(this.kc).watch(
+      "/api/v1/namespaces",
+      { labelSelector: `${LABEL_MANAGED_BY}=${MANAGER}` },
+      (_phase: string, namespace: KubernetesObject) =>
+        this.forgetNamespace(namespace.metadata?.name ?? ""),
+      () => {
+        if (this.namespaceWatch === controller) this.namespaceWatch = undefined;
+        this.preparedNamespaces.clear();
+      },
+    );
+    this.namespaceWatch = controller;
+  }
+
+  private forgetNamespace(namespace: string): void {
+    for (const key of this.preparedNamespaces.keys())
+      if (key.endsWith(`/${namespace}`)) this.preparedNamespaces.delete(key);
+  }
+
+  private async checkRuntimeClass(name: string): Promise<string | undefined> {
+    if (!name || (this.knownRuntimeClasses.get(name) ?? 0) > Date.now()) return undefined;
+    const exists = await this.exists({
+      apiVersion: "node.k8s.io/v1",
+      kind: "RuntimeClass",
+      metadata: { name },
+    });
+    if (!exists) return `runtime class '${name}' does not exist on this cluster`;
+    this.knownRuntimeClasses.set(name, Date.now() + REMEMBER_CHECKS_MS);
+    return undefined;
+  }
+
+  private forget(runtimeClass: string, namespace: string): void {
+    this.knownRuntimeClasses.delete(runtimeClass);
+    this.forgetNamespace(namespace);
+  }
+
   /**
    * Server-side apply of the object exactly as rendered. Not through the
    * client's typed models: they would drop what they name differently
@@ -240,6 +309,8 @@ export class KubernetesBackend implements Backend {
       headers: { "Content-Type": "application/apply-patch+yaml", Accept: "application/json" },
     };
     await this.kc.applyToHTTPSOptions(options);
+    // One TLS connection pool for every apply, not a handshake each.
+    options.agent = url.protocol === "https:" ? this.httpsAgent : this.httpAgent;
     const body = JSON.stringify(object);
     const { status, text } = await new Promise<{ status: number; text: string }>(
       (resolve, reject) => {
@@ -899,10 +970,16 @@ export class KubernetesBackend implements Backend {
   async close(): Promise<void> {
     // Sandboxes on a cluster outlive their runner: only the watches end.
     for (const t of this.tracked.values()) unwatch(t);
+    this.namespaceWatch?.abort();
+    this.namespaceWatch = undefined;
+    this.httpsAgent.destroy();
+    this.httpAgent.destroy();
   }
 }
 
 const EXEC_ID_VARIABLE = "PADDOCK_EXEC_ID";
+/** How long a namespace or runtime class found fit is trusted without asking again. */
+const REMEMBER_CHECKS_MS = 60_000;
 const STDIN_CHUNK_BYTES = 1024 * 1024;
 const FINAL_LOG_BYTES = 8 * 1024 * 1024;
 

@@ -106,6 +106,12 @@ export type KubeObject = {
 export interface Rendered {
   /** Created only for strategies other than `static`, and only with autoCreate. */
   namespace: KubeObject | undefined;
+  /**
+   * Denies egress to every Paddock pod of the namespace that no policy of
+   * its own allows: so a pod may be applied together with its policies and
+   * is never open while they land (policies only add allowances).
+   */
+  baselinePolicy: KubeObject;
   pod: KubeObject;
   networkPolicies: KubeObject[];
   service: KubeObject | undefined;
@@ -121,6 +127,21 @@ function withoutReserved(map: Record<string, string>): Record<string, string> {
   return Object.fromEntries(
     Object.entries(map).filter(([k]) => !k.startsWith("paddock.dev/") && k !== LABEL_MANAGED_BY),
   );
+}
+
+export const BASELINE_POLICY = "paddock-baseline";
+
+export function baselinePolicy(namespace: string): KubeObject {
+  return {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: { name: BASELINE_POLICY, namespace, labels: { [LABEL_MANAGED_BY]: MANAGER } },
+    spec: {
+      podSelector: { matchLabels: { [LABEL_MANAGED_BY]: MANAGER } },
+      policyTypes: ["Egress"],
+      egress: [],
+    },
+  };
 }
 
 export function ownedLabels(input: RenderInput): Record<string, string> {
@@ -312,7 +333,7 @@ export function render(input: RenderInput): Rendered {
       };
     }
   }
-  return { namespace, pod, networkPolicies, service, ingress };
+  return { namespace, baselinePolicy: baselinePolicy(ns), pod, networkPolicies, service, ingress };
 }
 
 function peerSelector(input: RenderInput, scope: string): Record<string, unknown> {
