@@ -243,6 +243,8 @@ export class SandboxService {
   async delete(p: Principal, sandboxId: string): Promise<void> {
     const sandbox = await this.get(p, sandboxId);
     await this.markDeleted(sandbox);
+    // A runner that is away removes it when it is back: no point in waiting for that.
+    if (!this.hub.isConnected(sandbox.organizationId, sandbox.runnerId)) return;
     await this.hub.waitFor(
       sandbox.organizationId,
       sandboxId,
