@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,10 +10,9 @@ import {
   startCluster,
 } from "../src/testing/k8s-cluster.js";
 import {
-  cleanEnv,
-  PADDOCK_BIN,
   runCli,
   type ServerProcess,
+  startRunnerAgent,
   startServerProcess,
 } from "./support/process.js";
 import { seedBindingOverride, seedProfiles, seedRunner } from "./support/seeds.js";
@@ -87,29 +86,14 @@ function startAgent(
   runnerId: string,
   kubeconfig: string,
 ): ChildProcess {
-  return spawn(
-    PADDOCK_BIN,
-    [
-      "--server",
-      server.url,
-      "--token",
-      token,
-      "runner",
-      "start",
-      "--runner-id",
-      runnerId,
-      "--backend",
-      "kubernetes",
-      "--kubeconfig",
-      kubeconfig,
-    ],
-    {
-      env: cleanEnv(),
-      // PADDOCK_TEST_AGENT_LOG=FILE keeps the agent's log for debugging.
-      stdio: process.env.PADDOCK_TEST_AGENT_LOG
-        ? ["ignore", openSync(process.env.PADDOCK_TEST_AGENT_LOG, "a"), "inherit"]
-        : "ignore",
-    },
+  // PADDOCK_TEST_AGENT_LOG=FILE keeps the agent's log for debugging.
+  const log = process.env.PADDOCK_TEST_AGENT_LOG;
+  return startRunnerAgent(
+    server.url,
+    token,
+    runnerId,
+    ["--backend", "kubernetes", "--kubeconfig", kubeconfig],
+    log ? ["ignore", openSync(log, "a"), "inherit"] : "ignore",
   );
 }
 

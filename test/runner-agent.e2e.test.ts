@@ -1,12 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { PaddockClient } from "../src/client/client.js";
 import {
-  cleanEnv,
-  PADDOCK_BIN,
   runCli,
   type ServerProcess,
+  startRunnerAgent,
   startServerProcess,
   tempDir,
 } from "./support/process.js";
@@ -56,24 +55,12 @@ describe("paddock runner start", () => {
       "/v1beta2/sandbox/runners/edge/tokens",
       {},
     );
-    agent = spawn(
-      PADDOCK_BIN,
-      [
-        "--server",
-        server.url,
-        "--token",
-        token,
-        "runner",
-        "start",
-        "--runner-id",
-        "edge",
-        "--backend",
-        "local",
-        "--data-dir",
-        agentDir,
-      ],
-      { env: cleanEnv(), stdio: "ignore" },
-    );
+    agent = startRunnerAgent(server.url, token, "edge", [
+      "--backend",
+      "local",
+      "--data-dir",
+      agentDir,
+    ]);
   });
   afterAll(async () => {
     agent?.kill("SIGTERM");

@@ -7,6 +7,7 @@ import { serveConfig } from "../config.js";
 import { startServer } from "../server.js";
 import { PACKAGE_ROOT } from "../version.js";
 import { kubernetesFigures } from "./kubernetes.js";
+import { fixedRateLatencies } from "./load.js";
 import { type Figure, figure } from "./stats.js";
 
 /**
@@ -43,7 +44,56 @@ async function main(): Promise<void> {
       execs.push(performance.now() - t0);
     }
     figures.push(figure("exec round trip (true) on a running sandbox", execs, bareFigure));
+
+    // The control plane's read path at a fixed rate, next to its floor (/healthz).
+    const profiles = await client.get<{ profileTemplates: { id: string }[] }>(
+      "/v1beta2/sandbox/profile-templates",
+    );
+    const at1000 = (paths: string[]) =>
+      fixedRateLatencies({
+        url: server.url,
+        token: "pdk_bench",
+        paths,
+        ratePerSecond: 1000,
+        requests: 5000,
+        clients: 64,
+      });
+    const health = figure("GET /healthz, 1,000/s over 64 connections", await at1000(["/healthz"]));
+    figures.push(
+      health,
+      figure(
+        "sandbox get, 1,000/s over 64 connections (embedded store)",
+        await at1000([`/v1beta2/sandboxes/${sandbox.sandboxId}`]),
+        health,
+      ),
+      figure(
+        "profile get, 1,000/s over 64 connections (embedded store)",
+        await at1000([`/v1beta2/sandbox/profile-templates/${profiles.profileTemplates[0]?.id}`]),
+        health,
+      ),
+    );
     await client.delete(`/v1beta2/sandboxes/${sandbox.sandboxId}`);
+
+    const bareBurst = figure("100 concurrent bare bwrap running true, all exited", [
+      bareBwrapBurst(100),
+    ]);
+    const t0 = performance.now();
+    const burst = await Promise.all(
+      Array.from({ length: 100 }, () =>
+        client.post<{ sandboxId: string; sandboxStatus: string }>(
+          "/v1beta2/sandboxes?wait=true",
+          {},
+        ),
+      ),
+    );
+    const burstMs = performance.now() - t0;
+    const notRunning = burst.filter((b) => b.sandboxStatus !== "SANDBOX_STATUS_RUNNING").length;
+    if (notRunning > 0) throw new Error(`${notRunning} of 100 concurrent starts did not run`);
+    figures.push(
+      bareBurst,
+      figure("100 concurrent local starts, all RUNNING", [burstMs], bareBurst),
+    );
+    for (const b of burst) await client.delete(`/v1beta2/sandboxes/${b.sandboxId}`);
   } finally {
     await server.close();
     rmSync(dataDir, { recursive: true, force: true });
@@ -81,46 +131,49 @@ async function startExecDelete(client: PaddockClient): Promise<number> {
   return elapsed;
 }
 
+/** bubblewrap with the namespaces a sandbox gets, the host's /usr, running `true`. */
+const BARE_BWRAP_ARGS = [
+  "--unshare-user",
+  "--uid",
+  "0",
+  "--gid",
+  "0",
+  "--unshare-pid",
+  "--unshare-ipc",
+  "--unshare-uts",
+  "--unshare-net",
+  "--unshare-cgroup-try",
+  "--die-with-parent",
+  "--new-session",
+  "--cap-drop",
+  "ALL",
+  "--ro-bind",
+  "/usr",
+  "/usr",
+  "--symlink",
+  "usr/bin",
+  "/bin",
+  "--symlink",
+  "usr/lib",
+  "/lib",
+  "--symlink",
+  "usr/lib64",
+  "/lib64",
+  "--proc",
+  "/proc",
+  "--dev",
+  "/dev",
+  "--",
+  "/usr/bin/true",
+];
+
 /**
  * The floor: bubblewrap itself, with the namespaces a sandbox gets, running
  * `true`. Timed from a small child process: forking from this one (which
  * holds the embedded PostgreSQL) would charge the reference for our heap.
  */
 function bareBwrap(runs: number): number[] {
-  const args = [
-    "--unshare-user",
-    "--uid",
-    "0",
-    "--gid",
-    "0",
-    "--unshare-pid",
-    "--unshare-ipc",
-    "--unshare-uts",
-    "--unshare-net",
-    "--unshare-cgroup-try",
-    "--die-with-parent",
-    "--new-session",
-    "--cap-drop",
-    "ALL",
-    "--ro-bind",
-    "/usr",
-    "/usr",
-    "--symlink",
-    "usr/bin",
-    "/bin",
-    "--symlink",
-    "usr/lib",
-    "/lib",
-    "--symlink",
-    "usr/lib64",
-    "/lib64",
-    "--proc",
-    "/proc",
-    "--dev",
-    "/dev",
-    "--",
-    "/usr/bin/true",
-  ];
+  const args = BARE_BWRAP_ARGS;
   const script = `
     const { spawnSync } = require("node:child_process");
     const args = JSON.parse(process.argv[1]);
@@ -137,6 +190,30 @@ function bareBwrap(runs: number): number[] {
   });
   if (r.status !== 0) throw new Error(`bare bwrap failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as number[];
+}
+
+/** 100 bubblewraps started at once, until each has run its first command. */
+function bareBwrapBurst(count: number): number {
+  const script = `
+    const { spawn } = require("node:child_process");
+    const t0 = performance.now();
+    let left = Number(process.argv[1]);
+    const args = JSON.parse(process.argv[2]);
+    for (let i = 0; i < Number(process.argv[1]); i++) {
+      const id = String(301000 + i);
+      const child = spawn("setpriv", ["--reuid", id, "--regid", id, "--clear-groups", "bwrap", ...args]);
+      child.on("exit", (code) => {
+        if (code !== 0) { console.error("bwrap exited " + code); process.exit(1); }
+        if (--left === 0) { console.log(performance.now() - t0); }
+      });
+    }`;
+  const r = spawnSync(
+    process.execPath,
+    ["-e", script, String(count), JSON.stringify(BARE_BWRAP_ARGS)],
+    { encoding: "utf8" },
+  );
+  if (r.status !== 0) throw new Error(`bare bwrap burst failed: ${r.stderr}`);
+  return Number(r.stdout.trim());
 }
 
 function print(figures: Figure[]): void {

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, type StdioOptions, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -94,4 +94,29 @@ export function runCli(
     child.once("close", (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(options.input ?? "");
   });
+}
+
+/** `paddock runner start` as its own process, connecting out to `serverUrl` with a runner token. */
+export function startRunnerAgent(
+  serverUrl: string,
+  token: string,
+  runnerId: string,
+  backendArgs: string[],
+  stdio: StdioOptions = "ignore",
+): ChildProcess {
+  return spawn(
+    PADDOCK_BIN,
+    [
+      "--server",
+      serverUrl,
+      "--token",
+      token,
+      "runner",
+      "start",
+      "--runner-id",
+      runnerId,
+      ...backendArgs,
+    ],
+    { env: cleanEnv(), stdio },
+  );
 }
