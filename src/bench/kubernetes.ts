@@ -5,7 +5,7 @@ import { CoreV1Api, KubeConfig, type V1Pod, Watch } from "@kubernetes/client-nod
 import { PaddockClient } from "../client/client.js";
 import { serveConfig } from "../config.js";
 import { startServer } from "../server.js";
-import { BUSYBOX_IMAGE, startCluster } from "../testing/k8s-cluster.js";
+import { BUSYBOX_IMAGE, type Cluster, startCluster } from "../testing/k8s-cluster.js";
 import { type Figure, figure } from "./stats.js";
 
 /**
@@ -16,6 +16,15 @@ import { type Figure, figure } from "./stats.js";
  */
 export async function kubernetesFigures(runs: number): Promise<Figure[]> {
   const cluster = await startCluster();
+  try {
+    return await measure(cluster, runs);
+  } finally {
+    // The cluster leaves mounts, links and cgroups on the host: stop it whatever failed.
+    await cluster.stop();
+  }
+}
+
+async function measure(cluster: Cluster, runs: number): Promise<Figure[]> {
   const dataDir = mkdtempSync(join(tmpdir(), "paddock-bench-k8s-"));
   const server = await startServer(
     serveConfig(
@@ -114,7 +123,6 @@ export async function kubernetesFigures(runs: number): Promise<Figure[]> {
   } finally {
     watch.abort();
     await server.close();
-    await cluster.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
