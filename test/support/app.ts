@@ -1,12 +1,11 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { pino } from "pino";
 import { bootstrap } from "../../src/bootstrap.js";
 import { systemClock } from "../../src/clock.js";
 import type { RunnerHub } from "../../src/runners/hub.js";
 import { buildApp, buildServices, startLocalRunner } from "../../src/server.js";
 import { type OpenedStore, openStore, type StoreLocation } from "../../src/store/database.js";
+import { tempDir } from "./process.js";
 
 export interface TestResponse {
   status: number;
@@ -33,7 +32,7 @@ export async function startTestApp(
   options: { localRunner?: boolean; kubeconfig?: string } = {},
 ): Promise<TestApp> {
   const store = await openStore(location);
-  const dataDir = mkdtempSync(join(tmpdir(), "paddock-test-"));
+  const dataDir = tempDir();
   await bootstrap(store.db, {
     localRunner: true,
     bootstrapToken: ADMIN_TOKEN,

@@ -6,8 +6,9 @@ import { fileURLToPath } from "node:url";
 
 export const PADDOCK_BIN = fileURLToPath(new URL("../../bin/paddock", import.meta.url));
 
+/** A temporary directory, under the test run's own (removed when the run ends). */
 export function tempDir(prefix = "paddock-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return mkdtempSync(join(process.env.PADDOCK_TEST_TMPDIR ?? tmpdir(), prefix));
 }
 
 /** Environment without the caller's Paddock settings, so tests see only what they pass. */

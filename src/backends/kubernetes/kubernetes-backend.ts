@@ -519,10 +519,10 @@ export class KubernetesBackend implements Backend {
     const finalLogs = this.followToEnd(t);
     await this.deleteOwned(sandboxId, t.namespace, gracefulShutdownSeconds);
     unwatch(t);
-    t.finalLogs = await Promise.race([
-      finalLogs,
-      new Promise<string>((r) => setTimeout(() => r(""), 10_000).unref()),
-    ]);
+    // The pod is gone, so its log stream ends; give the last bytes a moment, no more.
+    const settle = setTimeout(finalLogs.stop, 2_000);
+    t.finalLogs = await finalLogs.text;
+    clearTimeout(settle);
     const ended = t.lastPod?.status?.containerStatuses?.find((c) => c.name === MAIN_CONTAINER)
       ?.state?.terminated;
     t.observed = {
@@ -847,7 +847,12 @@ export class KubernetesBackend implements Backend {
   }
 
   /** The pod's whole log, timestamped, as it ends (its last FINAL_LOG_BYTES). */
-  private async followToEnd(t: Tracked): Promise<string> {
+  private followToEnd(t: Tracked): { text: Promise<string>; stop: () => void } {
+    const stopped = new AbortController();
+    return { text: this.followUntil(t, stopped.signal), stop: () => stopped.abort() };
+  }
+
+  private async followUntil(t: Tracked, stop: AbortSignal): Promise<string> {
     const chunks: Buffer[] = [];
     let size = 0;
     const sink = new Writable({
@@ -863,10 +868,16 @@ export class KubernetesBackend implements Backend {
       sink.on("error", () => resolve());
     });
     try {
-      await new Log(this.kc).log(t.namespace, t.podName, MAIN_CONTAINER, sink, {
+      const stream = await new Log(this.kc).log(t.namespace, t.podName, MAIN_CONTAINER, sink, {
         follow: true,
         timestamps: true,
       });
+      const abort = () => {
+        stream.abort();
+        sink.end();
+      };
+      if (stop.aborted) abort();
+      else stop.addEventListener("abort", abort, { once: true });
       await done;
     } catch {
       // No pod, or no container yet: nothing was logged.

@@ -119,9 +119,11 @@ beforeAll(async () => {
   });
   instance = findSandboxInstance(attacker) ?? "";
   expect(instance, "the attacker's directory is under the local root").not.toBe("");
-  const candidates = readdirSync(tmpdir())
+  // Test data dirs are made under the run's own directory (test/global-setup.ts).
+  const parent = process.env.PADDOCK_TEST_TMPDIR ?? tmpdir();
+  const candidates = readdirSync(parent)
     .filter((d) => d.startsWith("paddock-test-"))
-    .map((d) => join(tmpdir(), d))
+    .map((d) => join(parent, d))
     .filter((d) => instanceName(d) === instance);
   expect(candidates, "exactly one data dir is this runner's").toHaveLength(1);
   dataDir = candidates[0] as string;
