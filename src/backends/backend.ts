@@ -24,6 +24,24 @@ export interface ObservedSandbox {
   exposedPorts: number[];
 }
 
+/** A sandbox the backend has not done anything with yet. */
+export function pendingObserved(sandboxId: string): ObservedSandbox {
+  return {
+    sandboxId,
+    status: "SANDBOX_STATUS_PENDING",
+    statusReason: "",
+    exitCode: null,
+    startedAtMs: null,
+    serviceAddress: "",
+    exposedPorts: [],
+  };
+}
+
+/** A sandbox that could not be started, and why. */
+export function failedObserved(sandboxId: string, reason: string): ObservedSandbox {
+  return { ...pendingObserved(sandboxId), status: "SANDBOX_STATUS_FAILED", statusReason: reason };
+}
+
 export interface ExecRequest {
   command: string[];
   stdin: Buffer;

@@ -1,9 +1,11 @@
 import type { Logger } from "pino";
-import type {
-  Backend,
-  InteractiveSession,
-  ObservedSandbox,
-  SandboxAssignment,
+import {
+  type Backend,
+  failedObserved,
+  type InteractiveSession,
+  type ObservedSandbox,
+  pendingObserved,
+  type SandboxAssignment,
 } from "../backends/backend.js";
 import { AppError } from "../errors.js";
 import type { LaunchSpec } from "../sandboxes/sandbox.js";
@@ -162,7 +164,7 @@ export class RunnerAgent {
     ) {
       if (!isTerminal(a.recordedStatus)) {
         this.report(
-          failedState(
+          failedObserved(
             a.sandboxId,
             "the runner lost this sandbox (it restarted while the sandbox ran)",
           ),
@@ -171,7 +173,7 @@ export class RunnerAgent {
       return;
     }
     const assignment: SandboxAssignment = { ...a, spec: a.spec as unknown as LaunchSpec };
-    this.report({ ...pendingState(a.sandboxId), status: "SANDBOX_STATUS_CREATING" });
+    this.report({ ...pendingObserved(a.sandboxId), status: "SANDBOX_STATUS_CREATING" });
     const startedAt = performance.now();
     const observed = await this.backend.start(assignment, (o) => this.report(o));
     this.logger.debug(
@@ -301,29 +303,13 @@ export class RunnerAgent {
   }
 }
 
-function pendingState(sandboxId: string): ObservedSandbox {
-  return {
-    sandboxId,
-    status: "SANDBOX_STATUS_PENDING",
-    statusReason: "",
-    exitCode: null,
-    startedAtMs: null,
-    serviceAddress: "",
-    exposedPorts: [],
-  };
-}
-
-function failedState(sandboxId: string, reason: string): ObservedSandbox {
-  return { ...pendingState(sandboxId), status: "SANDBOX_STATUS_FAILED", statusReason: reason };
-}
-
 function stoppedState(
   sandboxId: string,
   known: ObservedSandbox | undefined,
   reason: string,
 ): ObservedSandbox {
   return {
-    ...(known ?? pendingState(sandboxId)),
+    ...(known ?? pendingObserved(sandboxId)),
     status: "SANDBOX_STATUS_TERMINATED",
     statusReason: reason,
   };

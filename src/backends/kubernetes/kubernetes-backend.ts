@@ -15,14 +15,17 @@ import {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { AppError } from "../../errors.js";
-import type {
-  Backend,
-  ExecRequest,
-  ExecResult,
-  InteractiveSession,
-  LogRequest,
-  ObservedSandbox,
-  SandboxAssignment,
+import { isTerminal } from "../../sandboxes/sandbox.js";
+import {
+  type Backend,
+  type ExecRequest,
+  type ExecResult,
+  failedObserved,
+  type InteractiveSession,
+  type LogRequest,
+  type ObservedSandbox,
+  pendingObserved,
+  type SandboxAssignment,
 } from "../backend.js";
 import { CappedBuffer } from "../capped-buffer.js";
 import {
@@ -131,13 +134,9 @@ export class KubernetesBackend implements Backend {
     const { sandboxId, spec } = assignment;
     const known = this.tracked.get(sandboxId);
     if (known) return known.observed;
-    const failed = (reason: string) => ({
-      ...emptyObserved(sandboxId),
-      status: "SANDBOX_STATUS_FAILED" as const,
-      statusReason: reason,
-    });
     if (!spec.image)
-      return failed(
+      return failedObserved(
+        sandboxId,
         "no container image: set containerImage in the profile, the runner's zoneDefaults or the request",
       );
     const rendered = render({
@@ -157,8 +156,8 @@ export class KubernetesBackend implements Backend {
           this.checkRuntimeClass(spec.runtimeClass),
           this.prepareNamespace(rendered, assignment),
         ]);
-        if (runtimeProblem) return failed(runtimeProblem);
-        if (namespaceProblem) return failed(namespaceProblem);
+        if (runtimeProblem) return failedObserved(sandboxId, runtimeProblem);
+        if (namespaceProblem) return failedObserved(sandboxId, namespaceProblem);
         const objects = [
           ...rendered.networkPolicies,
           rendered.service,
@@ -172,7 +171,7 @@ export class KubernetesBackend implements Backend {
         this.forget(spec.runtimeClass, spec.namespace);
         if (attempt < 2) continue;
         await this.deleteOwned(sandboxId, spec.namespace, 0).catch(() => undefined);
-        return failed(`the cluster refused the sandbox: ${describe(error)}`);
+        return failedObserved(sandboxId, `the cluster refused the sandbox: ${describe(error)}`);
       }
     }
     const tracked: Tracked = {
@@ -180,7 +179,7 @@ export class KubernetesBackend implements Backend {
       namespace: spec.namespace,
       podName: objectName(sandboxId),
       observed: {
-        ...emptyObserved(sandboxId),
+        ...pendingObserved(sandboxId),
         status: "SANDBOX_STATUS_CREATING",
         exposedPorts: spec.ingress?.ports ?? [],
       },
@@ -386,10 +385,10 @@ export class KubernetesBackend implements Backend {
       next.serviceAddress === t.observed.serviceAddress
     )
       return;
-    if (isFinal(t.observed.status)) return;
+    if (isTerminal(t.observed.status)) return;
     t.observed = next;
     t.onChange(next);
-    if (isFinal(next.status)) unwatch(t);
+    if (isTerminal(next.status)) unwatch(t);
     else if (next.statusReason === WAITING_FOR_ADDRESS) await this.watchAddress(t);
     else {
       t.addressWatch?.abort();
@@ -512,7 +511,7 @@ export class KubernetesBackend implements Backend {
     reason = "stopped",
   ): Promise<void> {
     const t = this.tracked.get(sandboxId);
-    if (!t || isFinal(t.observed.status)) return;
+    if (!t || isTerminal(t.observed.status)) return;
     t.stopReason = reason;
     // Stop deletes the pod, and its log with it: follow it to the end first.
     // The pod watch stays on to see how the container ended.
@@ -544,6 +543,25 @@ export class KubernetesBackend implements Backend {
     this.tracked.delete(sandboxId);
   }
 
+  /** Objects of one kind with the label selector, in `namespace` or in all namespaces. */
+  private listLabelled(
+    apiVersion: string,
+    kind: string,
+    namespace: string | undefined,
+    labelSelector: string,
+  ) {
+    return this.objects.list(
+      apiVersion,
+      kind,
+      namespace,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      labelSelector,
+    );
+  }
+
   /** Deletes every object labelled with the sandbox's id, and waits until its pod is gone. */
   private async deleteOwned(
     sandboxId: string,
@@ -552,16 +570,7 @@ export class KubernetesBackend implements Backend {
   ): Promise<void> {
     const selector = `${LABEL_SANDBOX}=${sandboxId}`;
     for (const { apiVersion, kind } of OWNED_KINDS) {
-      const list = await this.objects.list(
-        apiVersion,
-        kind,
-        namespace,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        selector,
-      );
+      const list = await this.listLabelled(apiVersion, kind, namespace, selector);
       for (const item of list.items) {
         // Items of a list carry no apiVersion and kind of their own.
         await this.objects
@@ -580,16 +589,7 @@ export class KubernetesBackend implements Backend {
     }
     const deadline = Date.now() + (graceSeconds + 30) * 1000;
     while (Date.now() < deadline) {
-      const pods = await this.objects.list(
-        "v1",
-        "Pod",
-        namespace,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        selector,
-      );
+      const pods = await this.listLabelled("v1", "Pod", namespace, selector);
       if (pods.items.length === 0) return;
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -605,22 +605,13 @@ export class KubernetesBackend implements Backend {
     const selector = `${LABEL_MANAGED_BY}=${MANAGER},${LABEL_SANDBOX}`;
     const out = new Map<string, ObservedSandbox>();
     for (const { apiVersion, kind } of OWNED_KINDS) {
-      const list = await this.objects.list(
-        apiVersion,
-        kind,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        selector,
-      );
+      const list = await this.listLabelled(apiVersion, kind, undefined, selector);
       for (const item of list.items) {
         const id = item.metadata?.labels?.[LABEL_SANDBOX];
         if (!id || out.has(id)) continue;
         if (kind !== "Pod") {
           out.set(id, {
-            ...emptyObserved(id),
+            ...pendingObserved(id),
             status: "SANDBOX_STATUS_TERMINATED",
             statusReason: "its pod is gone",
           });
@@ -632,7 +623,7 @@ export class KubernetesBackend implements Backend {
           namespace: pod.metadata?.namespace ?? "",
           podName: pod.metadata?.name ?? objectName(id),
           observed: {
-            ...emptyObserved(id),
+            ...pendingObserved(id),
             status: "SANDBOX_STATUS_CREATING",
             exposedPorts: exposureOf(pod)?.ports ?? [],
           },
@@ -646,7 +637,7 @@ export class KubernetesBackend implements Backend {
         t.observed = await this.statusOf(t, pod);
         if (!this.tracked.has(id)) {
           this.tracked.set(id, t);
-          if (!isFinal(t.observed.status)) await this.watchPod(t);
+          if (!isTerminal(t.observed.status)) await this.watchPod(t);
         }
         out.set(id, t.observed);
       }
@@ -1012,26 +1003,6 @@ export function selectLogLines(
     .join("");
 }
 const WAITING_FOR_ADDRESS = "waiting for the service's external address";
-
-function emptyObserved(sandboxId: string): ObservedSandbox {
-  return {
-    sandboxId,
-    status: "SANDBOX_STATUS_PENDING",
-    statusReason: "",
-    exitCode: null,
-    startedAtMs: null,
-    serviceAddress: "",
-    exposedPorts: [],
-  };
-}
-
-function isFinal(status: ObservedSandbox["status"]): boolean {
-  return (
-    status === "SANDBOX_STATUS_COMPLETED" ||
-    status === "SANDBOX_STATUS_FAILED" ||
-    status === "SANDBOX_STATUS_TERMINATED"
-  );
-}
 
 /** The exec API's final status: Success, or Failure with an ExitCode cause. */
 export function exitCodeOf(status: V1Status | undefined): number {

@@ -22,14 +22,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { AppError } from "../../errors.js";
 import { cpuMillicores, memoryBytes } from "../../resources/quantity.js";
 import { PACKAGE_ROOT } from "../../version.js";
-import type {
-  Backend,
-  ExecRequest,
-  ExecResult,
-  InteractiveSession,
-  LogRequest,
-  ObservedSandbox,
-  SandboxAssignment,
+import {
+  type Backend,
+  type ExecRequest,
+  type ExecResult,
+  failedObserved,
+  type InteractiveSession,
+  type LogRequest,
+  type ObservedSandbox,
+  type SandboxAssignment,
 } from "../backend.js";
 import { bwrapArgs, etcFiles, sandboxEnv, WORKDIR } from "./bwrap.js";
 import {
@@ -164,9 +165,9 @@ export class LocalBackend implements Backend {
     const existing = this.sandboxes.get(sandboxId);
     if (existing) return existing.observed;
     const unavailable = this.unavailableReason();
-    if (unavailable) return this.failed(sandboxId, unavailable);
+    if (unavailable) return failedObserved(sandboxId, unavailable);
     if (!BWRAP_CLASSES.has(spec.runtimeClass)) {
-      return this.failed(
+      return failedObserved(
         sandboxId,
         `runtime class '${spec.runtimeClass}' is not available on this runner (the local backend runs: runc/bubblewrap)`,
       );
@@ -180,16 +181,16 @@ export class LocalBackend implements Backend {
           imageRoot = this.images.rootfs(spec.image);
         }
       } catch (error) {
-        return this.failed(sandboxId, (error as Error).message);
+        return failedObserved(sandboxId, (error as Error).message);
       }
       if (!imageRoot)
-        return this.failed(sandboxId, `image '${spec.image}' is not in the local image store`);
+        return failedObserved(sandboxId, `image '${spec.image}' is not in the local image store`);
     }
     if (
       spec.ingress &&
       !["ClusterIP", "NodePort", "LoadBalancer"].includes(spec.ingress.serviceType)
     ) {
-      return this.failed(
+      return failedObserved(
         sandboxId,
         `service type '${spec.ingress.serviceType}' is not supported by the local backend`,
       );
@@ -197,7 +198,7 @@ export class LocalBackend implements Backend {
     const needsNetwork =
       (spec.egress !== null && spec.egress.type !== "none") || spec.ingress !== null;
     if (needsNetwork && !existsSync("/usr/sbin/nft") && !findExecutable("nft")) {
-      return this.failed(
+      return failedObserved(
         sandboxId,
         "this sandbox needs network rules, but nftables (nft) is not installed on the runner",
       );
@@ -403,20 +404,8 @@ export class LocalBackend implements Backend {
       resolveExited();
       await this.cleanup(sandbox);
       this.sandboxes.delete(sandboxId);
-      return this.failed(sandboxId, `could not start: ${(error as Error).message}`);
+      return failedObserved(sandboxId, `could not start: ${(error as Error).message}`);
     }
-  }
-
-  private failed(sandboxId: string, reason: string): ObservedSandbox {
-    return {
-      sandboxId,
-      status: "SANDBOX_STATUS_FAILED",
-      statusReason: reason,
-      exitCode: null,
-      startedAtMs: null,
-      serviceAddress: "",
-      exposedPorts: [],
-    };
   }
 
   private update(
@@ -511,7 +500,10 @@ export class LocalBackend implements Backend {
       }
       if (this.cgroups) await SandboxCgroup.for(this.cgroups, id).destroy();
       out.push(
-        this.failed(id, "the runner restarted while the sandbox ran; its processes were stopped"),
+        failedObserved(
+          id,
+          "the runner restarted while the sandbox ran; its processes were stopped",
+        ),
       );
     }
     return out;
