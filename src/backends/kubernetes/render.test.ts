@@ -7,6 +7,7 @@ import { type ProfileTemplate, parseProfileTemplate } from "../../profiles/profi
 import type { Runner } from "../../runners/runner.js";
 import { placeSandbox } from "../../sandboxes/placement.js";
 import type { StartSandboxRequest } from "../../sandboxes/sandbox.js";
+import { NOT_INTERNET_V4, NOT_INTERNET_V6 } from "../not-internet.js";
 import {
   ANNOTATION_EXPOSURE,
   exposureOf,
@@ -174,6 +175,17 @@ describe("render rules", () => {
     expect(r.pod.metadata.namespace).toBe("ci-sandboxes");
     expect(r.namespace).toBeUndefined();
     expect(renderFor(gpu, {}).pod.metadata.namespace).toMatch(/^ds-acme-alice-[0-9a-f]{6}$/);
+  });
+
+  it("internet egress excepts the ranges the local backend blocks too", () => {
+    const worker = seeds.find((p) => p.displayName === "worker-internal-svc") as ProfileTemplate;
+    const egress = renderFor(worker, {}).networkPolicies[0]?.spec as {
+      egress: { to: { ipBlock?: { cidr: string; except: string[] } }[] }[];
+    };
+    expect(egress.egress[0]?.to.map((t) => t.ipBlock)).toEqual([
+      { cidr: "0.0.0.0/0", except: NOT_INTERNET_V4 },
+      { cidr: "::/0", except: NOT_INTERNET_V6 },
+    ]);
   });
 
   it("none denies all egress; instance types become required node affinity", () => {

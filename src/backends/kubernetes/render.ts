@@ -1,4 +1,5 @@
 import type { LaunchSpec } from "../../sandboxes/sandbox.js";
+import { NOT_INTERNET_V4, NOT_INTERNET_V6 } from "../not-internet.js";
 
 /**
  * Effective spec + sandbox → the Kubernetes objects of CONTRACT section 8,
@@ -71,17 +72,6 @@ export const IDLE_COMMAND = [
   "-c",
   "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done",
 ];
-
-/** Never reachable with `internet` egress (as in the local backend). */
-const PRIVATE_V4 = [
-  "10.0.0.0/8",
-  "100.64.0.0/10",
-  "127.0.0.0/8",
-  "169.254.0.0/16",
-  "172.16.0.0/12",
-  "192.168.0.0/16",
-];
-const PRIVATE_V6 = ["fc00::/7", "fe80::/10", "::1/128"];
 
 export interface RenderInput {
   sandboxId: string;
@@ -353,8 +343,8 @@ function egressPolicy(input: RenderInput, name: string): KubeObject {
     rules = [
       {
         to: [
-          { ipBlock: { cidr: "0.0.0.0/0", except: PRIVATE_V4 } },
-          { ipBlock: { cidr: "::/0", except: PRIVATE_V6 } },
+          { ipBlock: { cidr: "0.0.0.0/0", except: NOT_INTERNET_V4 } },
+          { ipBlock: { cidr: "::/0", except: NOT_INTERNET_V6 } },
         ],
       },
     ];

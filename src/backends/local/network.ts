@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { NOT_INTERNET_V4, NOT_INTERNET_V6 } from "../not-internet.js";
 import { SlotClaims } from "./claims.js";
 
 const run = promisify(execFile);
@@ -17,20 +18,6 @@ const run = promisify(execFile);
 /** Sandboxes get /30s from here: host side .1, sandbox side .2. */
 const POOL_BASE = (10 << 24) | (213 << 16); // 10.213.0.0/16
 const POOL_SLOTS = 16384;
-
-/** Never reachable with `internet` egress: private, shared, link-local (metadata), loopback, multicast, reserved. */
-export const BLOCKED_V4 = [
-  "0.0.0.0/8",
-  "10.0.0.0/8",
-  "100.64.0.0/10",
-  "127.0.0.0/8",
-  "169.254.0.0/16",
-  "172.16.0.0/12",
-  "192.168.0.0/16",
-  "224.0.0.0/4",
-  "240.0.0.0/4",
-];
-export const BLOCKED_V6 = ["::1/128", "fc00::/7", "fe80::/10", "ff00::/8"];
 
 export type Scope = "org" | "user" | "profile";
 
@@ -106,8 +93,8 @@ export function baseTableScript(
     `table inet ${table} {`,
     "  set sandbox_ifs { type ifname; }",
     "  set masquerade_v4 { type ipv4_addr; }",
-    `  set blocked_v4 { type ipv4_addr; flags interval; auto-merge; elements = { ${quoted([...BLOCKED_V4, ...connected.filter((c) => !c.includes(":"))])} } }`,
-    `  set blocked_v6 { type ipv6_addr; flags interval; auto-merge; elements = { ${quoted(BLOCKED_V6)} } }`,
+    `  set blocked_v4 { type ipv4_addr; flags interval; auto-merge; elements = { ${quoted([...NOT_INTERNET_V4, ...connected.filter((c) => !c.includes(":"))])} } }`,
+    `  set blocked_v6 { type ipv6_addr; flags interval; auto-merge; elements = { ${quoted(NOT_INTERNET_V6)} } }`,
     `  set host_v4 { type ipv4_addr; ${v4Host.length ? `elements = { ${quoted(v4Host)} }` : ""} }`,
     `  set host_v6 { type ipv6_addr; ${v6Host.length ? `elements = { ${quoted(v6Host)} }` : ""} }`,
     "  map out_chains { type ifname : verdict; }",
