@@ -357,6 +357,24 @@ export function backendSuite(backend: BackendUnderTest): void {
       expect((await empty.arrayBuffer()).byteLength).toBe(0);
     });
 
+    it("a write that makes the sandbox end at once still succeeds", async () => {
+      // The main process exits within 10 ms of the file appearing, racing the
+      // write's own completion report; five rounds to catch the race.
+      for (let round = 0; round < 5; round++) {
+        const s = await start({
+          command: "sh",
+          args: ["-c", "while [ ! -e /tmp/go ]; do :; done"],
+        });
+        ok(
+          await t.call("POST", `${BASE}/${s.sandboxId}/files`, {
+            filePath: "/tmp/go",
+            fileContent: "",
+          }),
+        );
+        await t.call("DELETE", `${BASE}/${s.sandboxId}`);
+      }
+    });
+
     it("answers 404 FILE_NOT_FOUND for a missing file", async () => {
       const res = await t.call("GET", filePath(id, "/tmp/does-not-exist"));
       expectError(res, 404, 5, "FILE_NOT_FOUND");

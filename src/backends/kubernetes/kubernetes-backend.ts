@@ -682,7 +682,7 @@ export class KubernetesBackend implements Backend {
           ...request.command,
         ]
       : ["env", ...assignments, ...request.command];
-    return this.run(
+    const { failure, ...result } = await this.run(
       t,
       command,
       request.stdin,
@@ -691,6 +691,10 @@ export class KubernetesBackend implements Backend {
       signal,
       execId,
     );
+    // The runtime's own refusal (no such executable, container gone) has no
+    // stderr of its own; without it the caller would see a bare exit code 1.
+    if (failure && result.stderr.length === 0) result.stderr = Buffer.from(`${failure}\n`);
+    return result;
   }
 
   private async run(
@@ -701,7 +705,7 @@ export class KubernetesBackend implements Backend {
     timeoutMs: number,
     signal: AbortSignal,
     execId?: string,
-  ): Promise<ExecResult> {
+  ): Promise<ExecResult & { failure?: string }> {
     const stdout = new CappedSink(maxOutputBytes);
     const stderr = new CappedSink(maxOutputBytes);
     // Before Kubernetes 1.29 the exec protocol cannot half-close stdin (the
@@ -753,12 +757,14 @@ export class KubernetesBackend implements Backend {
         reason: "COMMAND_TIMEOUT",
       });
     }
+    const exitCode = exitCodeOf(status);
     return {
       stdout: stdout.value(),
       stderr: stderr.value(),
-      exitCode: exitCodeOf(status),
+      exitCode,
       stdoutTruncated: stdout.truncated,
       stderrTruncated: stderr.truncated,
+      ...(exitCode !== 0 && status?.message ? { failure: status.message } : {}),
     };
   }
 
@@ -823,18 +829,33 @@ export class KubernetesBackend implements Backend {
     signal: AbortSignal,
   ): Promise<void> {
     const t = this.running(sandboxId);
+    // The file appears whole, by a rename, which is also the last thing the
+    // writer does. A write that makes the sandbox's main process end (it waits
+    // for the file) gets the writer SIGKILLed with the container, right after
+    // the rename and before any exit status: so the marker is sent before the
+    // rename, and "marker, then killed" counts as written. A rename that fails
+    // on its own exits 1 with its reason.
+    const script = `if [ -d "$0" ]; then echo "$0 is a directory" >&2; exit 3; fi
+mkdir -p "$(dirname "$0")" || exit 1
+part="$0.paddock-part-$$"
+cat > "$part" || { rm -f "$part"; exit 1; }
+echo ${WRITE_STAGED_MARKER}
+mv -f "$part" "$0" || { rm -f "$part"; exit 1; }`;
     const r = await this.run(
       t,
-      ["/bin/sh", "-c", 'mkdir -p "$(dirname "$0")" && cat > "$0"', path],
+      ["/bin/sh", "-c", script, path],
       content,
       64 * 1024,
       120_000,
       signal,
     );
-    if (r.exitCode !== 0)
-      throw new AppError("INTERNAL", `writing ${path}: ${r.stderr.toString().trim()}`, {
-        reason: "FILE_IO",
-      });
+    const staged = r.stdout.toString() === `${WRITE_STAGED_MARKER}\n`;
+    if (staged && (r.exitCode === 0 || r.exitCode === KILLED_EXIT_CODE)) return;
+    throw new AppError(
+      "INTERNAL",
+      `writing ${path}: ${r.stderr.toString().trim() || r.failure || `exit code ${r.exitCode}`}`,
+      { reason: "FILE_IO" },
+    );
   }
 
   /** The pod's whole log, timestamped, as it ends (its last FINAL_LOG_BYTES). */
@@ -983,6 +1004,9 @@ const EXEC_ID_VARIABLE = "PADDOCK_EXEC_ID";
 /** How long a namespace or runtime class found fit is trusted without asking again. */
 const REMEMBER_CHECKS_MS = 60_000;
 const STDIN_CHUNK_BYTES = 1024 * 1024;
+const WRITE_STAGED_MARKER = "paddock-write-staged";
+/** 128 + SIGKILL: how a shell reports a process killed with its container. */
+const KILLED_EXIT_CODE = 137;
 const FINAL_LOG_BYTES = 8 * 1024 * 1024;
 
 /** A `timestamps=true` log with the request's tail applied, timestamps kept only if asked. */
