@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startPostgres, type TestPostgres } from "./support/postgres.js";
+import { startPostgres, type TestPostgres } from "../src/testing/postgres.js";
 
 /**
  * Acknowledged means durable: every write the real `paddock serve` answered

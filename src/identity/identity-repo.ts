@@ -1,6 +1,7 @@
 import type { Selectable } from "kysely";
 import type { Db } from "../store/database.js";
 import { finishPage, type Page } from "../store/paging.js";
+import { cachedRead } from "../store/read-cache.js";
 import type { OrganizationsTable, UsersTable } from "../store/schema.js";
 import type { Organization, Principal, Role, TokenInfo, User } from "./identity.js";
 
@@ -23,12 +24,14 @@ export class IdentityRepo {
   }
 
   async getOrganization(id: string): Promise<Organization | undefined> {
-    const row = await this.db
-      .selectFrom("organizations")
-      .selectAll()
-      .where("organization_id", "=", id)
-      .executeTakeFirst();
-    return row && toOrganization(row);
+    return cachedRead(this.db, "organization", ["organizations"], id, async () => {
+      const row = await this.db
+        .selectFrom("organizations")
+        .selectAll()
+        .where("organization_id", "=", id)
+        .executeTakeFirst();
+      return row && toOrganization(row);
+    });
   }
 
   async listOrganizations(page: Page): Promise<{ items: Organization[]; nextPageToken: string }> {
@@ -141,8 +144,17 @@ export class IdentityRepo {
     return result.numDeletedRows > 0n;
   }
 
-  /** One indexed lookup per request, so that a revoked token fails on the very next call. */
-  async principalForTokenHash(tokenHash: string): Promise<Principal | undefined> {
+  /**
+   * One indexed lookup, or its cached answer, which any write to tokens or
+   * users retires: a revoked token fails on the very next call.
+   */
+  principalForTokenHash(tokenHash: string): Promise<Principal | undefined> {
+    return cachedRead(this.db, "principal", ["api_tokens", "users"], tokenHash, () =>
+      this.loadPrincipal(tokenHash),
+    );
+  }
+
+  private async loadPrincipal(tokenHash: string): Promise<Principal | undefined> {
     const row = await this.db
       .selectFrom("api_tokens as t")
       .leftJoin("users as u", (join) =>

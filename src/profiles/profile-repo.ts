@@ -1,6 +1,7 @@
 import type { Selectable } from "kysely";
 import type { Db } from "../store/database.js";
 import { finishPage, type Page } from "../store/paging.js";
+import { cachedRead } from "../store/read-cache.js";
 import type { ProfileTemplatesTable } from "../store/schema.js";
 import type { ProfileTemplate } from "./profile.js";
 import type { ProfileSpec } from "./spec-schema.js";
@@ -34,9 +35,14 @@ export class ProfileRepo {
   async get(
     organizationId: string,
     id: string,
-    lock?: "update" | "share",
+    lock?: "update" | "share" | "none",
   ): Promise<ProfileTemplate | undefined> {
     if (!isUuid(id)) return undefined;
+    if (!lock) {
+      return cachedRead(this.db, "profile", ["profile_templates"], `${organizationId}/${id}`, () =>
+        this.get(organizationId, id, "none"),
+      );
+    }
     let q = this.db
       .selectFrom("profile_templates")
       .selectAll()
@@ -52,19 +58,34 @@ export class ProfileRepo {
     organizationId: string,
     displayName: string,
   ): Promise<ProfileTemplate | undefined> {
-    const row = await this.db
-      .selectFrom("profile_templates")
-      .selectAll()
-      .where("organization_id", "=", organizationId)
-      .where("display_name", "=", displayName)
-      .executeTakeFirst();
-    return row && toProfile(row);
+    const key = `${organizationId}/${displayName}`;
+    return cachedRead(this.db, "profile-by-name", ["profile_templates"], key, async () => {
+      const row = await this.db
+        .selectFrom("profile_templates")
+        .selectAll()
+        .where("organization_id", "=", organizationId)
+        .where("display_name", "=", displayName)
+        .executeTakeFirst();
+      return row && toProfile(row);
+    });
   }
 
   /** The named templates; `share` locks them so that they cannot be deleted while being bound. */
   async getMany(organizationId: string, ids: string[], lock?: "share"): Promise<ProfileTemplate[]> {
     const valid = [...new Set(ids.filter(isUuid))];
     if (valid.length === 0) return [];
+    if (!lock) {
+      const key = `${organizationId}/${[...valid].sort().join(",")}`;
+      return cachedRead(this.db, "profiles", ["profile_templates"], key, () =>
+        this.db
+          .selectFrom("profile_templates")
+          .selectAll()
+          .where("organization_id", "=", organizationId)
+          .where("id", "in", valid)
+          .execute()
+          .then((rows) => rows.map(toProfile)),
+      );
+    }
     let q = this.db
       .selectFrom("profile_templates")
       .selectAll()

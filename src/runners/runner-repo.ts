@@ -2,6 +2,7 @@ import type { Selectable } from "kysely";
 import type { ProfileSpec } from "../profiles/spec-schema.js";
 import type { Db } from "../store/database.js";
 import { finishPage, type Page } from "../store/paging.js";
+import { cachedRead } from "../store/read-cache.js";
 import type { RunnerBindingsTable, RunnersTable } from "../store/schema.js";
 import type { Binding, ConnectionStatus, ReleaseChannel, Runner } from "./runner.js";
 
@@ -108,13 +109,21 @@ export class RunnerRepo {
 
   /** Every runner of the organization, for placement. */
   async all(organizationId: string): Promise<Runner[]> {
-    const rows = await this.db
-      .selectFrom("runners")
-      .selectAll()
-      .where("organization_id", "=", organizationId)
-      .orderBy("runner_id")
-      .execute();
-    return this.withBindings(rows);
+    return cachedRead(
+      this.db,
+      "runners",
+      ["runners", "runner_bindings"],
+      organizationId,
+      async () => {
+        const rows = await this.db
+          .selectFrom("runners")
+          .selectAll()
+          .where("organization_id", "=", organizationId)
+          .orderBy("runner_id")
+          .execute();
+        return this.withBindings(rows);
+      },
+    );
   }
 
   /** Runners that bind the template, locked for update. */

@@ -1,6 +1,7 @@
 import { type Selectable, sql } from "kysely";
 import type { Db } from "../store/database.js";
 import { finishPage, type Page } from "../store/paging.js";
+import { cachedRead } from "../store/read-cache.js";
 import type { SandboxesTable } from "../store/schema.js";
 import { type LaunchSpec, type Sandbox, type SandboxStatus, TERMINAL_STATUSES } from "./sandbox.js";
 
@@ -23,13 +24,21 @@ export class SandboxRepo {
 
   async get(organizationId: string, sandboxId: string): Promise<Sandbox | undefined> {
     if (!/^[0-9a-f-]{36}$/i.test(sandboxId)) return undefined;
-    const row = await this.db
-      .selectFrom("sandboxes")
-      .selectAll()
-      .where("organization_id", "=", organizationId)
-      .where("sandbox_id", "=", sandboxId)
-      .executeTakeFirst();
-    return row && toSandbox(row);
+    return cachedRead(
+      this.db,
+      "sandbox",
+      ["sandboxes"],
+      `${organizationId}/${sandboxId}`,
+      async () => {
+        const row = await this.db
+          .selectFrom("sandboxes")
+          .selectAll()
+          .where("organization_id", "=", organizationId)
+          .where("sandbox_id", "=", sandboxId)
+          .executeTakeFirst();
+        return row && toSandbox(row);
+      },
+    );
   }
 
   async list(

@@ -1,10 +1,11 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
-import { Kysely, Migrator, PostgresDialect } from "kysely";
+import { type Dialect, Kysely, Migrator, PostgresDialect } from "kysely";
 import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import { migrationProvider } from "./migrations.js";
+import { registerVersions, TableVersions, versionedDialect } from "./read-cache.js";
 import type { Database } from "./schema.js";
 
 export type Db = Kysely<Database>;
@@ -25,10 +26,10 @@ export interface OpenedStore {
  * PostgreSQL server) and brings its schema up to date.
  */
 export async function openStore(location: StoreLocation): Promise<OpenedStore> {
-  let db: Db;
+  let dialect: Dialect;
   if (location.kind === "postgres") {
     const pool = new pg.Pool({ connectionString: location.url, max: 10 });
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    dialect = new PostgresDialect({ pool });
   } else {
     let pglite: PGlite;
     if (location.kind === "embedded") {
@@ -38,8 +39,11 @@ export async function openStore(location: StoreLocation): Promise<OpenedStore> {
     } else {
       pglite = await PGlite.create();
     }
-    db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+    dialect = new PGliteDialect(pglite);
   }
+  const versions = new TableVersions();
+  const db: Db = new Kysely<Database>({ dialect: versionedDialect(dialect, versions) });
+  registerVersions(db, versions);
   try {
     await migrate(db);
   } catch (error) {

@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startPostgres, type TestPostgres } from "../../test/support/postgres.js";
 import { IdentityRepo } from "../identity/identity-repo.js";
 import { hashToken, newTokenId, newTokenSecret } from "../identity/tokens.js";
 import type { ProfileTemplate } from "../profiles/profile.js";
@@ -12,6 +11,7 @@ import { ProfileRepo } from "../profiles/profile-repo.js";
 import type { ProfileSpec } from "../profiles/spec-schema.js";
 import type { Runner } from "../runners/runner.js";
 import { RunnerRepo } from "../runners/runner-repo.js";
+import { startPostgres, type TestPostgres } from "../testing/postgres.js";
 import {
   migrate,
   type OpenedStore,
