@@ -1,9 +1,9 @@
 import { resolve } from "node:path";
 import * as z from "zod";
+import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from "./defaults.js";
 import { invalidField } from "./errors.js";
 
-export const DEFAULT_LISTEN = "127.0.0.1:7420";
-export const DEFAULT_DATA_DIR = ".paddock";
+export { DEFAULT_DATA_DIR, DEFAULT_LISTEN };
 
 /** `paddock serve` settings: flags win over environment variables, which win over defaults. */
 export const ServeConfigSchema = z.strictObject({

@@ -1,5 +1,5 @@
 import { type Command, Option } from "commander";
-import { ROLES } from "../identity/identity.js";
+import { ROLES } from "../identity/roles.js";
 import { clientFor } from "./context.js";
 
 export function registerAdminCommands(program: Command): void {

@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import { ApiError, PaddockClient } from "../client/client.js";
-import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from "../config.js";
+import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from "../defaults.js";
 
 export const DEFAULT_SERVER = `http://${DEFAULT_LISTEN}`;
 export type OutputFormat = "table" | "json" | "yaml";

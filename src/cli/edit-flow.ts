@@ -1,4 +1,4 @@
-import { stringify } from "yaml";
+import { yaml } from "../lazy-yaml.js";
 import { describeFailure } from "./context.js";
 import { editText } from "./editor.js";
 import { parseDocumentText, readDocument } from "./input.js";
@@ -22,7 +22,7 @@ export async function runEdit(flow: EditFlow): Promise<"sent" | "unchanged"> {
     await flow.send(readDocument(flow.file));
     return "sent";
   }
-  const text = stringify(await flow.current(), { lineWidth: 0 });
+  const text = yaml().stringify(await flow.current(), { lineWidth: 0 });
   const session = editText(text, flow.fileName);
   if (session.edited === undefined) {
     session.cleanup();

@@ -1,9 +1,11 @@
-import { stringify } from "yaml";
+import { yaml } from "../lazy-yaml.js";
 import type { OutputFormat } from "./context.js";
 
 export function printData(data: unknown, format: "json" | "yaml"): void {
   process.stdout.write(
-    format === "json" ? `${JSON.stringify(data, null, 2)}\n` : stringify(data, { lineWidth: 0 }),
+    format === "json"
+      ? `${JSON.stringify(data, null, 2)}\n`
+      : yaml().stringify(data, { lineWidth: 0 }),
   );
 }
 

@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import { listAll } from "../client/client.js";
 import type { ProfileTemplateWire } from "../profiles/profile.js";
-import { parseProfileSpec } from "../profiles/spec-wire.js";
 import { clientFor, globals } from "./context.js";
 import { runEdit } from "./edit-flow.js";
 import { readDocument, unwrapDocument } from "./input.js";
@@ -10,7 +9,9 @@ import { age, printData, printRows } from "./output.js";
 const BASE = "/v1beta2/sandbox/profile-templates";
 
 /** The structured form `edit` opens: sub-blocks as YAML, not escaped JSON strings. */
-export function structuredProfile(p: ProfileTemplateWire): Record<string, unknown> {
+export async function structuredProfile(p: ProfileTemplateWire): Promise<Record<string, unknown>> {
+  // Loaded here, not at start: the profile schema (zod) costs every other command ~100 ms.
+  const { parseProfileSpec } = await import("../profiles/spec-wire.js");
   return {
     id: p.id,
     displayName: p.displayName,

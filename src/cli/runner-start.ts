@@ -1,6 +1,5 @@
 import { resolve } from "node:path";
 import { type Command, Option } from "commander";
-import { pino } from "pino";
 import type { Backend } from "../backends/backend.js";
 import { CliError, globals } from "./context.js";
 
@@ -47,6 +46,7 @@ export function registerRunnerStartCommand(program: Command): void {
           2,
         );
       }
+      const { pino } = await import("pino");
       const logger = pino({ level: process.env.PADDOCK_LOG_LEVEL ?? "info" });
       const { runAgent } = await import("../runners/connect.js");
       let backend: Backend;

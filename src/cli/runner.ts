@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { listAll } from "../client/client.js";
-import { parseProfileSpec } from "../profiles/spec-wire.js";
 import type { RunnerWire } from "../runners/runner.js";
 import { clientFor, globals } from "./context.js";
 import { runEdit } from "./edit-flow.js";
@@ -10,7 +9,8 @@ import { age, printData, printRows } from "./output.js";
 const BASE = "/v1beta2/sandbox/runners";
 
 /** The editable form: zoneDefaults structured, output-only fields left out. */
-export function structuredRunner(r: RunnerWire): Record<string, unknown> {
+export async function structuredRunner(r: RunnerWire): Promise<Record<string, unknown>> {
+  const { parseProfileSpec } = await import("../profiles/spec-wire.js");
   return {
     runnerId: r.runnerId,
     displayName: r.displayName,

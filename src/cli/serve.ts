@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { serveConfig } from "../config.js";
 
 export function registerServeCommand(program: Command): void {
   program
@@ -27,6 +26,7 @@ export function registerServeCommand(program: Command): void {
         localRunner: boolean;
         kubeconfig?: string;
       }) => {
+        const { serveConfig } = await import("../config.js");
         const config = serveConfig(opts, process.env);
         // Loaded here so that client commands do not pay for the server's modules.
         const { startServer } = await import("../server.js");

@@ -1,8 +1,9 @@
 import * as z from "zod";
 import { type AppError, notFound, permissionDenied } from "../errors.js";
 
-export const ROLES = ["SANDBOX_ADMIN", "SANDBOX_USER"] as const;
-export type Role = (typeof ROLES)[number];
+import { ROLES, type Role } from "./roles.js";
+
+export { ROLES, type Role };
 
 /** Who is calling: a user (through an API token) or a runner agent (through a runner token). */
 export type Principal =

@@ -1,4 +1,4 @@
-import { parseDocument } from "yaml";
+import { yaml } from "../lazy-yaml.js";
 
 /** A payload that cannot be read: bad syntax or a key given twice in one object. */
 export class PayloadSyntaxError extends Error {
@@ -103,7 +103,7 @@ export function parseYamlOrJson(text: string): unknown {
       if (error instanceof PayloadSyntaxError && error.message.startsWith("duplicate")) throw error;
     }
   }
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  const doc = yaml().parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   const problem = doc.errors[0];
   if (problem) {
     const where = problem.linePos?.[0]
