@@ -22,7 +22,7 @@ import { runnerRoutes } from "./runners/routes.js";
 import { RunnerService } from "./runners/runner-service.js";
 import { sandboxRoutes } from "./sandboxes/routes.js";
 import { SandboxService } from "./sandboxes/sandbox-service.js";
-import { type OpenedStore, openStore, type StoreLocation } from "./store/database.js";
+import { type Db, type OpenedStore, openStore, type StoreLocation } from "./store/database.js";
 import { PACKAGE_ROOT, VERSION } from "./version.js";
 
 export interface Services {
@@ -129,6 +129,8 @@ export function buildApp(store: OpenedStore, services: Services, logger: Logger)
 
 export interface RunningServer {
   url: string;
+  /** The server's store, for tools in the same process (the benchmarks seed it). */
+  db: Db;
   close(): Promise<void>;
 }
 
@@ -179,6 +181,7 @@ export async function startServer(
   const url = `http://${shownHost}:${address.port}`;
   return {
     url,
+    db: store.db,
     async close() {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

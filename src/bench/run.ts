@@ -4,26 +4,30 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { PaddockClient } from "../client/client.js";
 import { serveConfig } from "../config.js";
-import { startServer } from "../server.js";
+import { type RunningServer, startServer } from "../server.js";
+import { startPostgres } from "../testing/postgres.js";
 import { PACKAGE_ROOT } from "../version.js";
 import { kubernetesFigures } from "./kubernetes.js";
 import { fixedRateLatencies } from "./load.js";
+import { getAndList, idleSandboxes, seedSandboxes, timed } from "./scale.js";
 import { type Figure, figure } from "./stats.js";
+import { wholeCommandFigures } from "./whole-command.js";
 
 /**
  * `npm run bench`: every figure measured in this run next to its reference,
  * printed as a table and written to bench/results.json.
  */
 const RUNS = Number(process.env.PADDOCK_BENCH_RUNS ?? 100);
+const IDLE = Number(process.env.PADDOCK_BENCH_IDLE ?? 500);
+const TOKEN = "pdk_bench";
 
 async function main(): Promise<void> {
   const figures: Figure[] = [];
-  const dataDir = mkdtempSync(join(tmpdir(), "paddock-bench-"));
-  process.env.PADDOCK_BOOTSTRAP_TOKEN = "pdk_bench";
-  const server = await startServer(
-    serveConfig({ listen: "127.0.0.1:0", dataDir }, { ...process.env, PADDOCK_LOG_LEVEL: "warn" }),
-  );
-  const client = new PaddockClient(server.url, "pdk_bench");
+  process.env.PADDOCK_BOOTSTRAP_TOKEN = TOKEN;
+  const embedded = await launch();
+  const { server, client } = embedded;
+  let health: Figure;
+  let store10k: { get: Figure; list: Figure };
   try {
     // Warm up: first starts pay for code loading and the store's caches.
     for (let i = 0; i < 5; i++) await startExecDelete(client);
@@ -37,41 +41,22 @@ async function main(): Promise<void> {
     figures.push(figure("local start → first exec, through the API", startToExec, bareFigure));
 
     const sandbox = await client.post<{ sandboxId: string }>("/v1beta2/sandboxes?wait=true", {});
-    const execs: number[] = [];
-    for (let i = 0; i < RUNS * 2; i++) {
-      const t0 = performance.now();
-      await client.post(`/v1beta2/sandboxes/${sandbox.sandboxId}/exec`, { command: ["true"] });
-      execs.push(performance.now() - t0);
-    }
+    const execs = await timed(RUNS * 2, () =>
+      client.post(`/v1beta2/sandboxes/${sandbox.sandboxId}/exec`, { command: ["true"] }),
+    );
     figures.push(figure("exec round trip (true) on a running sandbox", execs, bareFigure));
 
-    // The control plane's read path at a fixed rate, next to its floor (/healthz).
-    const profiles = await client.get<{ profileTemplates: { id: string }[] }>(
-      "/v1beta2/sandbox/profile-templates",
+    try {
+      figures.push(...(await wholeCommandFigures(server.url, TOKEN, Math.ceil(RUNS / 5))));
+    } catch (error) {
+      process.stderr.write(`srt comparison skipped: ${(error as Error).message}\n`);
+    }
+
+    health = figure(
+      "GET /healthz, 1,000/s over 64 connections",
+      await at1000(server, ["/healthz"]),
     );
-    const at1000 = (paths: string[]) =>
-      fixedRateLatencies({
-        url: server.url,
-        token: "pdk_bench",
-        paths,
-        ratePerSecond: 1000,
-        requests: 5000,
-        clients: 64,
-      });
-    const health = figure("GET /healthz, 1,000/s over 64 connections", await at1000(["/healthz"]));
-    figures.push(
-      health,
-      figure(
-        "sandbox get, 1,000/s over 64 connections (embedded store)",
-        await at1000([`/v1beta2/sandboxes/${sandbox.sandboxId}`]),
-        health,
-      ),
-      figure(
-        "profile get, 1,000/s over 64 connections (embedded store)",
-        await at1000([`/v1beta2/sandbox/profile-templates/${profiles.profileTemplates[0]?.id}`]),
-        health,
-      ),
-    );
+    figures.push(health, ...(await apiGets(embedded, sandbox.sandboxId, "embedded store", health)));
     await client.delete(`/v1beta2/sandboxes/${sandbox.sandboxId}`);
 
     const bareBurst = figure("100 concurrent bare bwrap running true, all exited", [
@@ -93,11 +78,56 @@ async function main(): Promise<void> {
       bareBurst,
       figure("100 concurrent local starts, all RUNNING", [burstMs], bareBurst),
     );
-    for (const b of burst) await client.delete(`/v1beta2/sandboxes/${b.sandboxId}`);
+    await deleteAll(
+      client,
+      burst.map((b) => b.sandboxId),
+    );
+
+    store10k = await tenThousand(embedded, "embedded store");
+    figures.push(store10k.get, store10k.list);
+
+    const idle = await idleSandboxes(client, IDLE);
+    figures.push(
+      figure(
+        `${IDLE} idle local sandboxes: host memory each, beyond its own processes`,
+        [idle.beyondMiB],
+        undefined,
+        "MiB",
+      ),
+      figure(
+        `${IDLE} idle local sandboxes: their own processes' PSS each`,
+        [idle.ownMiB],
+        undefined,
+        "MiB",
+      ),
+    );
+    await deleteAll(client, idle.ids);
   } finally {
-    await server.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await embedded.close();
   }
+
+  try {
+    const postgres = await startPostgres();
+    try {
+      const onPostgres = await launch(await postgres.newDatabase());
+      try {
+        const sandbox = await onPostgres.client.post<{ sandboxId: string }>(
+          "/v1beta2/sandboxes?wait=true",
+          {},
+        );
+        figures.push(...(await apiGets(onPostgres, sandbox.sandboxId, "PostgreSQL", health)));
+        const pg10k = await tenThousand(onPostgres, "PostgreSQL");
+        figures.push(pg10k.get, pg10k.list);
+      } finally {
+        await onPostgres.close();
+      }
+    } finally {
+      await postgres.stop();
+    }
+  } catch (error) {
+    process.stderr.write(`PostgreSQL figures skipped: ${(error as Error).message}\n`);
+  }
+
   try {
     figures.push(...(await kubernetesFigures(RUNS)));
   } catch (error) {
@@ -115,6 +145,93 @@ async function main(): Promise<void> {
     join(PACKAGE_ROOT, "bench", "results.json"),
     `${JSON.stringify({ machine, figures }, null, 2)}\n`,
   );
+}
+
+interface Launched {
+  server: RunningServer;
+  client: PaddockClient;
+  close(): Promise<void>;
+}
+
+/** A control plane with its embedded local runner, on PGlite or on `databaseUrl`. */
+async function launch(databaseUrl?: string): Promise<Launched> {
+  const dataDir = mkdtempSync(join(tmpdir(), "paddock-bench-"));
+  const server = await startServer(
+    serveConfig(
+      { listen: "127.0.0.1:0", dataDir, ...(databaseUrl ? { databaseUrl } : {}) },
+      { ...process.env, PADDOCK_LOG_LEVEL: "warn" },
+    ),
+  );
+  return {
+    server,
+    client: new PaddockClient(server.url, TOKEN),
+    async close() {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function at1000(server: RunningServer, paths: string[]): Promise<number[]> {
+  return fixedRateLatencies({
+    url: server.url,
+    token: TOKEN,
+    paths,
+    ratePerSecond: 1000,
+    requests: 5000,
+    clients: 64,
+  });
+}
+
+/** The control plane's read path at a fixed rate, next to its floor (/healthz). */
+async function apiGets(
+  { server, client }: Launched,
+  sandboxId: string,
+  store: string,
+  health: Figure,
+): Promise<Figure[]> {
+  const profiles = await client.get<{ profileTemplates: { id: string }[] }>(
+    "/v1beta2/sandbox/profile-templates",
+  );
+  return [
+    figure(
+      `sandbox get, 1,000/s over 64 connections (${store})`,
+      await at1000(server, [`/v1beta2/sandboxes/${sandboxId}`]),
+      health,
+    ),
+    figure(
+      `profile get, 1,000/s over 64 connections (${store})`,
+      await at1000(server, [
+        `/v1beta2/sandbox/profile-templates/${profiles.profileTemplates[0]?.id}`,
+      ]),
+      health,
+    ),
+  ];
+}
+
+/** Get and list with 10,000 sandboxes in the store, next to the same with one. */
+async function tenThousand(
+  { server, client }: Launched,
+  store: string,
+): Promise<{ get: Figure; list: Figure }> {
+  const one = await client.post<{ sandboxId: string }>("/v1beta2/sandboxes?wait=true", {});
+  const small = await getAndList(
+    client,
+    [one.sandboxId],
+    `1 sandbox in the store (${store})`,
+    RUNS,
+  );
+  const ids = await seedSandboxes(server.db, one.sandboxId, 10_000);
+  const large = await getAndList(client, ids, `10,000 in the store (${store})`, RUNS, small);
+  await client.delete(`/v1beta2/sandboxes/${one.sandboxId}`);
+  return large;
+}
+
+async function deleteAll(client: PaddockClient, ids: string[]): Promise<void> {
+  for (let at = 0; at < ids.length; at += 25)
+    await Promise.all(
+      ids.slice(at, at + 25).map((id) => client.delete(`/v1beta2/sandboxes/${id}`)),
+    );
 }
 
 async function startExecDelete(client: PaddockClient): Promise<number> {
@@ -220,11 +337,12 @@ function print(figures: Figure[]): void {
   const rows = figures.map((f) => [
     f.name,
     f.median.toFixed(2),
-    f.p99.toFixed(2),
+    f.runs > 1 ? f.p99.toFixed(2) : "",
+    f.unit,
     String(f.runs),
     f.ratio === undefined ? "" : `${f.ratio.toFixed(2)}× ${f.reference}`,
   ]);
-  const headers = ["figure", "median ms", "p99 ms", "runs", "vs reference"];
+  const headers = ["figure", "median", "p99", "unit", "runs", "vs reference"];
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   for (const row of [headers, ...rows])
     process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}\n`);

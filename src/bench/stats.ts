@@ -8,7 +8,7 @@ export function percentile(samples: number[], p: number): number {
 
 export interface Figure {
   name: string;
-  unit: "ms";
+  unit: "ms" | "MiB";
   median: number;
   p99: number;
   runs: number;
@@ -17,11 +17,16 @@ export interface Figure {
   ratio?: number;
 }
 
-export function figure(name: string, samples: number[], reference?: Figure): Figure {
+export function figure(
+  name: string,
+  samples: number[],
+  reference?: Figure,
+  unit: Figure["unit"] = "ms",
+): Figure {
   const median = percentile(samples, 50);
   return {
     name,
-    unit: "ms",
+    unit,
     median: round(median),
     p99: round(percentile(samples, 99)),
     runs: samples.length,

@@ -83,13 +83,20 @@ export class PaddockClient {
     const headers: Record<string, string> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers["content-type"] = "application/json";
-    let response: Response;
-    try {
-      response = await fetch(new URL(path, this.server), {
+    const send = () =>
+      fetch(new URL(path, this.server), {
         method,
         headers,
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         ...(signal ? { signal } : {}),
+      });
+    let response: Response;
+    try {
+      response = await send().catch((error: unknown) => {
+        // A kept-alive connection the server closed as it was reused: a
+        // request that may be repeated goes again, once, on a new one.
+        if (!IDEMPOTENT.has(method) || causeCode(error) !== "ECONNRESET") throw error;
+        return send();
       });
     } catch (error) {
       throw unreachable(this.server, error);
@@ -111,8 +118,14 @@ export class PaddockClient {
   }
 }
 
+const IDEMPOTENT = new Set(["GET", "PUT", "DELETE"]);
+
+function causeCode(error: unknown): string | undefined {
+  return (error as { cause?: { code?: string } }).cause?.code;
+}
+
 function unreachable(server: string, error: unknown): ApiError {
-  const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
+  const cause = causeCode(error) ?? (error as Error).message;
   return new ApiError(0, {
     code: 14,
     message: `cannot reach the Paddock server at ${server} (${cause}); is 'paddock serve' running?`,

@@ -29,6 +29,10 @@ export async function openStore(location: StoreLocation): Promise<OpenedStore> {
   let dialect: Dialect;
   if (location.kind === "postgres") {
     const pool = new pg.Pool({ connectionString: location.url, max: 10 });
+    // An idle connection the server dropped (a restart, a failover) is
+    // reported here, then discarded by the pool; the next query reconnects.
+    // Unhandled, it would end the process.
+    pool.on("error", () => undefined);
     dialect = new PostgresDialect({ pool });
   } else {
     let pglite: PGlite;
