@@ -39,7 +39,8 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
   function reader() {
     const counter = { loads: 0 };
     const name = `test-${Math.random()}`;
-    const read = () =>
+    /** `during` runs after the row was read, before the load returns. */
+    const read = (during?: () => Promise<unknown>) =>
       cachedRead(store.db, name, ["organizations"], "org-a", async () => {
         counter.loads++;
         const row = await store.db
@@ -47,6 +48,7 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
           .select("display_name")
           .where("organization_id", "=", "org-a")
           .executeTakeFirstOrThrow();
+        await during?.();
         return row.display_name;
       });
     return { counter, read };
@@ -149,19 +151,7 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
     });
 
     it("does not keep a value read while a write ran", async () => {
-      const counter = { loads: 0 };
-      const name = `race-${Math.random()}`;
-      const read = (during?: () => Promise<unknown>) =>
-        cachedRead(store.db, name, ["organizations"], "org-a", async () => {
-          counter.loads++;
-          const row = await store.db
-            .selectFrom("organizations")
-            .select("display_name")
-            .where("organization_id", "=", "org-a")
-            .executeTakeFirstOrThrow();
-          await during?.();
-          return row.display_name;
-        });
+      const { counter, read } = reader();
       await rename(store.db, "old");
       // The load reads "old", then a write lands before the load returns.
       expect(await read(() => rename(store.db, "new"))).toBe("old");
