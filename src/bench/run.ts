@@ -9,8 +9,8 @@ import { startPostgres } from "../testing/postgres.js";
 import { PACKAGE_ROOT } from "../version.js";
 import { kubernetesFigures } from "./kubernetes.js";
 import { fixedRateLatencies } from "./load.js";
-import { getAndList, idleSandboxes, seedSandboxes, timed } from "./scale.js";
-import { type Figure, figure } from "./stats.js";
+import { getAndList, idleSandboxes, seedSandboxes } from "./scale.js";
+import { type Figure, figure, timed } from "./stats.js";
 import { wholeCommandFigures } from "./whole-command.js";
 
 /**

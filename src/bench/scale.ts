@@ -1,22 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
+import { DEFAULT_ORG } from "../bootstrap.js";
 import type { PaddockClient } from "../client/client.js";
 import { SandboxRepo } from "../sandboxes/sandbox-repo.js";
 import type { Db } from "../store/database.js";
-import { type Figure, figure } from "./stats.js";
+import { type Figure, figure, timed } from "./stats.js";
 
 const BASE = "/v1beta2/sandboxes";
-
-/** Sequential round trips of `call`, in milliseconds. */
-export async function timed(runs: number, call: (i: number) => Promise<unknown>) {
-  const samples: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    await call(i);
-    samples.push(performance.now() - t0);
-  }
-  return samples;
-}
 
 /**
  * Fills the store with `count` ended sandboxes shaped like `templateId`
@@ -25,14 +15,8 @@ export async function timed(runs: number, call: (i: number) => Promise<unknown>)
  */
 export async function seedSandboxes(db: Db, templateId: string, count: number): Promise<string[]> {
   const repo = new SandboxRepo(db);
-  const template = (
-    await db
-      .selectFrom("sandboxes")
-      .select("organization_id")
-      .where("sandbox_id", "=", templateId)
-      .executeTakeFirstOrThrow()
-  ).organization_id;
-  const original = await repo.get(template, templateId);
+  // The bench's token is the bootstrap admin's, of the bootstrap organization.
+  const original = await repo.get(DEFAULT_ORG, templateId);
   if (!original) throw new Error(`no sandbox ${templateId} to copy`);
   const ids: string[] = [];
   for (let at = 0; at < count; at += 100) {

@@ -6,6 +6,17 @@ export function percentile(samples: number[], p: number): number {
   return sorted[rank] as number;
 }
 
+/** Sequential round trips of `call`, in milliseconds. */
+export async function timed(runs: number, call: (i: number) => Promise<unknown>) {
+  const samples: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await call(i);
+    samples.push(performance.now() - t0);
+  }
+  return samples;
+}
+
 export interface Figure {
   name: string;
   unit: "ms" | "MiB";

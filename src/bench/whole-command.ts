@@ -2,12 +2,11 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../version.js";
-import { type Figure, figure } from "./stats.js";
+import { type Figure, figure, timed } from "./stats.js";
 
-/** One run of a command to its exit, in milliseconds; throws on a non-zero exit. */
-function runOnce(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+/** One run of a command to its exit; throws on a non-zero exit. */
+function runOnce(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
   return new Promise((resolve, reject) => {
-    const t0 = performance.now();
     const child = spawn(command, args, { env, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => {
@@ -15,16 +14,14 @@ function runOnce(command: string, args: string[], env: NodeJS.ProcessEnv): Promi
     });
     child.on("error", reject);
     child.on("exit", (code) => {
-      if (code === 0) resolve(performance.now() - t0);
+      if (code === 0) resolve();
       else reject(new Error(`${command} ${args.join(" ")} exited ${code}: ${stderr.trim()}`));
     });
   });
 }
 
-async function samples(runs: number, command: string, args: string[], env: NodeJS.ProcessEnv) {
-  const out: number[] = [];
-  for (let i = 0; i < runs; i++) out.push(await runOnce(command, args, env));
-  return out;
+function samples(runs: number, command: string, args: string[], env: NodeJS.ProcessEnv) {
+  return timed(runs, () => runOnce(command, args, env));
 }
 
 /**

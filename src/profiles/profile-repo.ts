@@ -35,14 +35,20 @@ export class ProfileRepo {
   async get(
     organizationId: string,
     id: string,
-    lock?: "update" | "share" | "none",
+    lock?: "update" | "share",
   ): Promise<ProfileTemplate | undefined> {
     if (!isUuid(id)) return undefined;
-    if (!lock) {
-      return cachedRead(this.db, "profile", ["profile_templates"], `${organizationId}/${id}`, () =>
-        this.get(organizationId, id, "none"),
-      );
-    }
+    if (lock) return this.selectOne(organizationId, id, lock);
+    return cachedRead(this.db, "profile", ["profile_templates"], `${organizationId}/${id}`, () =>
+      this.selectOne(organizationId, id),
+    );
+  }
+
+  private async selectOne(
+    organizationId: string,
+    id: string,
+    lock?: "update" | "share",
+  ): Promise<ProfileTemplate | undefined> {
     let q = this.db
       .selectFrom("profile_templates")
       .selectAll()
@@ -74,23 +80,23 @@ export class ProfileRepo {
   async getMany(organizationId: string, ids: string[], lock?: "share"): Promise<ProfileTemplate[]> {
     const valid = [...new Set(ids.filter(isUuid))];
     if (valid.length === 0) return [];
-    if (!lock) {
-      const key = `${organizationId}/${[...valid].sort().join(",")}`;
-      return cachedRead(this.db, "profiles", ["profile_templates"], key, () =>
-        this.db
-          .selectFrom("profile_templates")
-          .selectAll()
-          .where("organization_id", "=", organizationId)
-          .where("id", "in", valid)
-          .execute()
-          .then((rows) => rows.map(toProfile)),
-      );
-    }
+    if (lock) return this.selectMany(organizationId, valid, lock);
+    const key = `${organizationId}/${[...valid].sort().join(",")}`;
+    return cachedRead(this.db, "profiles", ["profile_templates"], key, () =>
+      this.selectMany(organizationId, valid),
+    );
+  }
+
+  private async selectMany(
+    organizationId: string,
+    ids: string[],
+    lock?: "share",
+  ): Promise<ProfileTemplate[]> {
     let q = this.db
       .selectFrom("profile_templates")
       .selectAll()
       .where("organization_id", "=", organizationId)
-      .where("id", "in", valid);
+      .where("id", "in", ids);
     if (lock === "share") q = q.forShare();
     return (await q.execute()).map(toProfile);
   }

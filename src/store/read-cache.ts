@@ -99,14 +99,10 @@ function sameVersions(a: number[], b: number[]): boolean {
 const VERSIONS = new WeakMap<object, TableVersions>();
 
 /**
- * The versions of a store opened by `openStore`; undefined for a transaction
- * (reads inside one must see its own writes) and for any other handle.
+ * `load()` through the store's named cache. Only a store opened by
+ * `openStore` has one: a transaction (whose reads must see its own writes)
+ * always loads.
  */
-export function versionsOf(db: Kysely<Database>): TableVersions | undefined {
-  return VERSIONS.get(db);
-}
-
-/** `load()` through the store's named cache; a transaction always loads. */
 export function cachedRead<T>(
   db: Kysely<Database>,
   cache: string,
