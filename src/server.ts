@@ -17,6 +17,7 @@ import { ProfileService } from "./profiles/profile-service.js";
 import { profileRoutes } from "./profiles/routes.js";
 import { RunnerHub } from "./runners/hub.js";
 import type { ChildMessage, ParentMessage } from "./runners/local-runner-process.js";
+import { metricsRoute } from "./runners/metrics.js";
 import type { AgentMessage, ControlMessage, Link } from "./runners/protocol.js";
 import { runnerRoutes } from "./runners/routes.js";
 import { RunnerService } from "./runners/runner-service.js";
@@ -43,8 +44,8 @@ export function buildServices(
   const hub = new RunnerHub(store.db, logger, clock);
   return {
     identity,
-    profiles: new ProfileService(store.db, clock),
-    runners: new RunnerService(store.db, identity, clock),
+    profiles: new ProfileService(store.db, clock, undefined, (org) => hub.refreshWarmPools(org)),
+    runners: new RunnerService(store.db, identity, clock, (org) => hub.refreshWarmPools(org)),
     hub,
     sandboxes: new SandboxService(store.db, hub, clock),
   };
@@ -113,6 +114,7 @@ export function buildApp(store: OpenedStore, services: Services, logger: Logger)
       ...profileRoutes(services.profiles),
       ...runnerRoutes(services.runners, services.sandboxes),
       ...sandboxRoutes(services.sandboxes),
+      metricsRoute(services.hub),
     ],
     logger,
     version: VERSION,

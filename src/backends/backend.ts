@@ -113,6 +113,25 @@ export interface Backend {
     env: Record<string, string>,
     tty: boolean,
   ): Promise<InteractiveSession>;
+  /** Keeps prepared shells for each bound profile's spec (backends that have warm pools). */
+  setWarmPools?(pools: WarmPoolConfig[]): void;
+  warmPoolStats?(): WarmPoolStats[];
   /** Releases what the backend holds for itself (not the sandboxes). */
   close(): Promise<void>;
+}
+
+/** A binding's warm pool, as the control plane asks for it: the spec its sandboxes start with. */
+export interface WarmPoolConfig {
+  profileId: string;
+  size: number;
+  spec: LaunchSpec;
+}
+
+export interface WarmPoolStats {
+  profileId: string;
+  size: number;
+  ready: number;
+  /** Starts of this profile that took a ready shell, and those that found none. */
+  hits: number;
+  misses: number;
 }

@@ -23,6 +23,8 @@ export class ProfileService {
     private readonly db: Db,
     private readonly clock: Clock = systemClock,
     private readonly newId: () => string = randomUUID,
+    /** Told after a profile changed (the warm pools of runners binding it follow it). */
+    private readonly changed: (organizationId: string) => Promise<void> = async () => undefined,
   ) {}
 
   async create(p: Principal, body: unknown): Promise<ProfileTemplate> {
@@ -67,7 +69,7 @@ export class ProfileService {
   async edit(p: Principal, id: string, body: unknown): Promise<ProfileTemplate> {
     const admin = requireSandboxAdmin(p);
     const fields = parseProfileTemplate(body, { kind: "edit", id });
-    return this.db.transaction().execute(async (trx) => {
+    const edited = await this.db.transaction().execute(async (trx) => {
       const profiles = new ProfileRepo(trx);
       const current = await profiles.get(admin.organizationId, id, "update");
       if (!current) throw profileNotFound(id);
@@ -104,6 +106,8 @@ export class ProfileService {
       }
       return updated;
     });
+    await this.changed(admin.organizationId);
+    return edited;
   }
 
   async delete(p: Principal, id: string): Promise<void> {

@@ -69,7 +69,10 @@ export class RunnerAgent {
       ...(unavailableReason ? { unavailableReason } : {}),
       observed,
     });
-    this.heartbeat = setInterval(() => this.link?.send({ type: "heartbeat" }), HEARTBEAT_MS);
+    this.heartbeat = setInterval(() => {
+      const warmPools = this.backend.warmPoolStats?.();
+      this.link?.send({ type: "heartbeat", ...(warmPools ? { warmPools } : {}) });
+    }, HEARTBEAT_MS);
     this.heartbeat.unref();
   }
 
@@ -89,6 +92,11 @@ export class RunnerAgent {
         return;
       case "assign":
         this.enqueue(message.assignment);
+        return;
+      case "warmPools":
+        this.backend.setWarmPools?.(
+          message.pools.map((p) => ({ ...p, spec: p.spec as unknown as LaunchSpec })),
+        );
         return;
       case "request":
         void this.serve(message.id, message.request);

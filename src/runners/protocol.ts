@@ -48,7 +48,21 @@ export const AgentMessageSchema = z.discriminatedUnion("type", [
     unavailableReason: z.string().optional(),
     observed: z.array(ObservedSchema),
   }),
-  z.object({ type: z.literal("heartbeat") }),
+  z.object({
+    type: z.literal("heartbeat"),
+    /** How each warm pool stands (backends that have them). */
+    warmPools: z
+      .array(
+        z.object({
+          profileId: z.string(),
+          size: z.number(),
+          ready: z.number(),
+          hits: z.number(),
+          misses: z.number(),
+        }),
+      )
+      .optional(),
+  }),
   z.object({ type: z.literal("status"), observed: ObservedSchema }),
   z.object({ type: z.literal("removed"), sandboxId: z.string() }),
   z.object({
@@ -104,6 +118,17 @@ export type AgentRequest = z.infer<typeof RequestSchema>;
 export const ControlMessageSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("sync"), assignments: z.array(AssignmentSchema) }),
   z.object({ type: z.literal("assign"), assignment: AssignmentSchema }),
+  /** The warm pools this runner should keep: one per binding that asks for one. */
+  z.object({
+    type: z.literal("warmPools"),
+    pools: z.array(
+      z.object({
+        profileId: z.string(),
+        size: z.number(),
+        spec: z.record(z.string(), z.unknown()),
+      }),
+    ),
+  }),
   z.object({ type: z.literal("request"), id: z.number(), request: RequestSchema }),
   z.object({ type: z.literal("input"), id: z.number(), data: z.string() }),
   z.object({ type: z.literal("closeInput"), id: z.number() }),

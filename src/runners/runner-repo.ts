@@ -69,6 +69,7 @@ export class RunnerRepo {
           is_default: b.isDefault,
           overrides_json: b.overridesJson,
           overrides: JSON.stringify(b.overrides),
+          warm_pool_size: b.warmPoolSize ?? 0,
         })),
       )
       .execute();
@@ -211,6 +212,7 @@ function toBinding(b: Selectable<RunnerBindingsTable>): Binding {
     isDefault: b.is_default,
     overridesJson: b.overrides_json,
     overrides: b.overrides as ProfileSpec,
+    warmPoolSize: b.warm_pool_size,
   };
 }
 

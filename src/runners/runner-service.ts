@@ -26,12 +26,14 @@ export class RunnerService {
     private readonly db: Db,
     private readonly identity: IdentityService,
     private readonly clock: Clock = systemClock,
+    /** Told after a runner's bindings may have changed (its warm pools follow them). */
+    private readonly changed: (organizationId: string) => Promise<void> = async () => undefined,
   ) {}
 
   async create(p: Principal, body: unknown): Promise<Runner> {
     const admin = requireSandboxAdmin(p);
     const { runnerId, fields } = parseCreateRunner(body);
-    return this.db.transaction().execute(async (trx) => {
+    const created = await this.db.transaction().execute(async (trx) => {
       const now = this.clock.now();
       const runner = await this.applyFields(
         trx,
@@ -60,6 +62,8 @@ export class RunnerService {
       }
       return runner;
     });
+    await this.changed(admin.organizationId);
+    return created;
   }
 
   async get(p: Principal, runnerId: string): Promise<Runner> {
@@ -78,7 +82,7 @@ export class RunnerService {
   async edit(p: Principal, runnerId: string, body: unknown): Promise<Runner> {
     const admin = requireSandboxAdmin(p);
     const fields = parseEditRunner(body, runnerId);
-    return this.db.transaction().execute(async (trx) => {
+    const edited = await this.db.transaction().execute(async (trx) => {
       const repo = new RunnerRepo(trx);
       const current = await repo.get(admin.organizationId, runnerId, "update");
       if (!current) throw runnerNotFound(runnerId);
@@ -94,6 +98,8 @@ export class RunnerService {
       }
       return updated;
     });
+    await this.changed(admin.organizationId);
+    return edited;
   }
 
   async delete(p: Principal, runnerId: string): Promise<void> {

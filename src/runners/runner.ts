@@ -28,12 +28,17 @@ const ManagedSpecSchema = z
   })
   .meta({ id: "ManagedSpec" });
 
+/** Shells a binding may keep warm: each holds a uid, a cgroup and a network namespace. */
+export const MAX_WARM_POOL_SIZE = 1000;
+
 const BindingInputSchema = z
   .strictObject({
     profileTemplateId: z.string(),
     profileName: z.string().optional(),
     isDefault: z.boolean().optional(),
     overridesJson: z.string().optional(),
+    /** Paddock's own: prepared shells kept ready for this binding's sandboxes (default 0). */
+    warmPoolSize: z.number().int().min(0).max(MAX_WARM_POOL_SIZE).optional(),
   })
   .meta({ id: "ProfileBindingInput" });
 
@@ -78,6 +83,8 @@ export const ProfileBindingWireSchema = z
     profileName: z.string(),
     isDefault: z.boolean(),
     overridesJson: z.string(),
+    /** Present only when set: answers for bindings without a pool keep the CoreWeave shape. */
+    warmPoolSize: z.number().optional(),
   })
   .meta({ id: "ProfileBinding" });
 
@@ -107,6 +114,8 @@ export interface BindingInput {
   profileName: string;
   isDefault: boolean;
   overridesJson: string;
+  /** Prepared shells kept ready for this binding's sandboxes; absent means none. */
+  warmPoolSize?: number;
 }
 
 export interface Binding extends BindingInput {
@@ -265,6 +274,7 @@ function parseRunnerFields(
       profileName: b.profileName ?? "",
       isDefault: b.isDefault ?? false,
       overridesJson: b.overridesJson ?? "",
+      warmPoolSize: b.warmPoolSize ?? 0,
     }));
   }
   if (r.zoneDefaults !== undefined && r.zoneDefaults !== null) {
@@ -401,6 +411,7 @@ export function toWireRunner(r: Runner, profiles: ReadonlyMap<string, BoundProfi
       profileName: effectiveProfileName(b, profiles.get(b.profileTemplateId)),
       isDefault: b.isDefault,
       overridesJson: b.overridesJson,
+      ...(b.warmPoolSize ? { warmPoolSize: b.warmPoolSize } : {}),
     })),
     zoneDefaults: toWireSpec(r.zoneDefaults),
     connectionStatus: r.connectionStatus,

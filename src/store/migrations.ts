@@ -118,6 +118,13 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0003_binding_warm_pools": {
+    async up(db: Kysely<unknown>) {
+      await sql
+        .raw("alter table runner_bindings add column warm_pool_size integer not null default 0")
+        .execute(db);
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

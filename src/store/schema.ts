@@ -69,6 +69,7 @@ export interface RunnerBindingsTable {
   is_default: boolean;
   overrides_json: string;
   overrides: Json<Record<string, unknown>>;
+  warm_pool_size: number;
 }
 
 export interface SandboxesTable {

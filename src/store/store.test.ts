@@ -200,7 +200,11 @@ describe.each(Object.keys(backends))("store contract on %s", (kind) => {
       ).rows.map((r) => r.name);
     expect(await tables()).toEqual(TABLES);
     const migrations = await applied();
-    expect(migrations).toEqual(["0001_identity_profiles_runners", "0002_sandboxes"]);
+    expect(migrations).toEqual([
+      "0001_identity_profiles_runners",
+      "0002_sandboxes",
+      "0003_binding_warm_pools",
+    ]);
 
     const org = await newOrg();
     await migrate(store.db);

@@ -116,10 +116,26 @@ export function instanceCgroupDirs(instance: string): string[] {
   return instanceCgroupBases(instance).flatMap(walkDirs);
 }
 
+/**
+ * The shell a sandbox runs in, which names its cgroup and network: its own
+ * id, or the warm shell it took (as its state.json says, while it exists).
+ */
+export function sandboxShell(instance: string, sandboxId: string, root = localRoot()): string {
+  try {
+    const state = JSON.parse(
+      readFileSync(join(root, instance, "sandboxes", sandboxId, "state.json"), "utf8"),
+    ) as { shell?: unknown };
+    return typeof state.shell === "string" ? state.shell : sandboxId;
+  } catch {
+    return sandboxId;
+  }
+}
+
 /** A sandbox's cgroup directory in each hierarchy that has one. */
 export function sandboxCgroupDirs(instance: string, sandboxId: string): string[] {
+  const shell = sandboxShell(instance, sandboxId);
   return instanceCgroupBases(instance)
-    .map((b) => join(b, sandboxId))
+    .map((b) => join(b, shell))
     .filter((d) => existsSync(d));
 }
 
@@ -129,9 +145,10 @@ export function sandboxCgroupDir(
   sandboxId: string,
   controller: string,
 ): string | undefined {
-  const v1 = join(CGROUP_ROOT, controller, "paddock", instance, sandboxId);
+  const shell = sandboxShell(instance, sandboxId);
+  const v1 = join(CGROUP_ROOT, controller, "paddock", instance, shell);
   if (existsSync(v1)) return v1;
-  const v2 = join(CGROUP_ROOT, "paddock", instance, sandboxId);
+  const v2 = join(CGROUP_ROOT, "paddock", instance, shell);
   return existsSync(join(v2, "cgroup.controllers")) ? v2 : undefined;
 }
 
@@ -191,7 +208,7 @@ export function sandboxNetworkNames(
   instance: string,
   sandboxId: string,
 ): { netns: string; hostIf: string } {
-  const a = addressFor(instance, sandboxId, 0);
+  const a = addressFor(instance, sandboxShell(instance, sandboxId), 0);
   return { netns: a.netns, hostIf: a.hostIf };
 }
 
@@ -232,7 +249,14 @@ export function instanceTraces(
   sandboxIds: string[],
   root = localRoot(),
 ): InstanceTraces {
-  const names = sandboxIds.map((id) => sandboxNetworkNames(instance, id));
+  // Network names follow the shell: the sandbox's own id, a warm shell it took, or a warm
+  // shell still held (named by its slot claim).
+  const owners = new Set([
+    ...sandboxIds,
+    ...sandboxIds.map((id) => sandboxShell(instance, id, root)),
+    ...slotClaims(instance, root).map((owner) => owner.slice(instance.length + 1)),
+  ]);
+  const names = [...owners].map((owner) => addressFor(instance, owner, 0));
   const netns = new Set(netnsList());
   const links = new Set(hostLinks());
   return {

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   accessSync,
   chmodSync,
@@ -11,6 +11,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -21,6 +22,7 @@ import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AppError } from "../../errors.js";
 import { cpuMillicores, memoryBytes } from "../../resources/quantity.js";
+import type { LaunchSpec } from "../../sandboxes/sandbox.js";
 import { PACKAGE_ROOT } from "../../version.js";
 import {
   type Backend,
@@ -31,7 +33,10 @@ import {
   type LogRequest,
   type ObservedSandbox,
   type SandboxAssignment,
+  type WarmPoolConfig,
+  type WarmPoolStats,
 } from "../backend.js";
+import { WarmPool } from "../warm-pool.js";
 import { bwrapArgs, etcFiles, sandboxEnv, WORKDIR } from "./bwrap.js";
 import {
   type CgroupLayout,
@@ -92,17 +97,53 @@ export interface LocalBackendOptions {
   bwrapPath?: string;
 }
 
-interface LocalSandbox {
-  id: string;
+/**
+ * What a sandbox runs in before its process exists: a host uid, directories,
+ * a cgroup with its limits and, when prepared ahead, a network namespace.
+ * Built at start, or ahead of time for the warm pool.
+ */
+interface Shell {
+  /** The sandbox id, or `w-…` for a shell built for the warm pool. */
+  name: string;
   uid: number;
   dir: string;
   cgroup: SandboxCgroup;
+  /** A prepared network namespace (a veth link too when the spec has network). */
+  address: SandboxAddress | undefined;
+}
+
+/** Everything a shell is built for: a start takes only a shell whose spec is equal. */
+export interface ShellSpec {
+  memoryLimit: string;
+  cpuLimit: string;
+  cpuRequest: string;
+  /** Egress other than none, or an exposure: a veth link and rules. */
+  network: boolean;
+}
+
+export function shellSpecOf(spec: LaunchSpec): ShellSpec {
+  return {
+    memoryLimit: spec.memoryLimit,
+    cpuLimit: spec.cpuLimit,
+    cpuRequest: spec.cpuRequest,
+    network: (spec.egress !== null && spec.egress.type !== "none") || spec.ingress !== null,
+  };
+}
+
+export const shellKey = (spec: ShellSpec): string => JSON.stringify(spec);
+const WARM_SHELL_PREFIX = "w-";
+const SHELL_DIRS = ["tmp", "home", "workspace", "etc", "upper", "work"] as const;
+
+interface LocalSandbox {
+  id: string;
+  shell: Shell;
   process: ChildProcess | undefined;
   /** Host pid of the sandbox's pid 1 (bubblewrap's init inside the namespaces). */
   initPid: number;
   env: Record<string, string>;
   observed: ObservedSandbox;
-  network: { address: SandboxAddress; groupSets: string[] } | undefined;
+  /** Set once the sandbox's nftables rules are in place. */
+  rules: { groupSets: string[] } | undefined;
   /** Why a stop was asked for, once it was. */
   stopRequested: string | undefined;
   exited: Promise<void>;
@@ -123,6 +164,10 @@ export class LocalBackend implements Backend {
   private readonly network: LocalNetwork;
   private readonly images: ImageStore;
   private readonly uids: SlotClaims;
+  private readonly pool: WarmPool<Shell>;
+  private readonly shellSpecs = new Map<string, ShellSpec>();
+  private poolConfig: WarmPoolConfig[] = [];
+  private readonly poolUse = new Map<string, { hits: number; misses: number }>();
 
   constructor(private readonly options: LocalBackendOptions) {
     this.cgroups = detectLayout(options.instance);
@@ -138,6 +183,88 @@ export class LocalBackend implements Backend {
       "sandbox uid",
     );
     this.network = new LocalNetwork(options.instance, options.root ?? DEFAULT_LOCAL_ROOT);
+    // Shells a previous run of this instance left are stale: observe() frees what they held.
+    rmSync(join(this.stateDir, "pool"), { recursive: true, force: true });
+    mkdirSync(join(this.stateDir, "pool"), { mode: 0o711 });
+    this.pool = new WarmPool<Shell>({
+      make: (key) => this.makeShell(newShellName(), this.shellSpecs.get(key) as ShellSpec, true),
+      destroy: (shell) => this.destroyShell(shell, undefined),
+      onError: (error, key) =>
+        process.stderr.write(
+          `paddock: warm shell for ${key} could not be built: ${(error as Error).message}\n`,
+        ),
+    });
+  }
+
+  /** Keeps `size` prepared shells ready for each pool's spec (CONTRACT: warm pools are released on stop). */
+  setWarmPools(pools: WarmPoolConfig[]): void {
+    if (this.unavailableReason()) return;
+    this.poolConfig = pools;
+    const targets = new Map<string, number>();
+    for (const pool of pools) {
+      const spec = shellSpecOf(pool.spec);
+      const key = shellKey(spec);
+      this.shellSpecs.set(key, spec);
+      targets.set(key, (targets.get(key) ?? 0) + pool.size);
+    }
+    this.pool.configure(targets);
+  }
+
+  warmPoolStats(): WarmPoolStats[] {
+    return this.poolConfig.map((pool) => {
+      const { ready } = this.pool.counts(shellKey(shellSpecOf(pool.spec)));
+      const use = this.poolUse.get(pool.profileId) ?? { hits: 0, misses: 0 };
+      return { profileId: pool.profileId, size: pool.size, ready, ...use };
+    });
+  }
+
+  /** Resolves once the warm pool has built what it is going to (tests, benchmarks). */
+  warmPoolSettled(): Promise<void> {
+    return this.pool.settled();
+  }
+
+  private async makeShell(name: string, spec: ShellSpec, warm: boolean): Promise<Shell> {
+    // A host uid no other sandbox on this host (of any Paddock instance) holds.
+    const uid = FIRST_UID + this.uids.claim(`${this.options.instance}/${name}`, 0);
+    const shell: Shell = {
+      name,
+      uid,
+      dir: join(this.stateDir, warm ? "pool" : "sandboxes", name),
+      cgroup: SandboxCgroup.for(this.cgroups as CgroupLayout, name),
+      address: undefined,
+    };
+    try {
+      mkdirSync(shell.dir, { recursive: true, mode: 0o711 });
+      for (const d of SHELL_DIRS) {
+        mkdirSync(join(shell.dir, d), { mode: 0o755 });
+        chownSync(join(shell.dir, d), uid, uid);
+      }
+      for (const [file, content] of Object.entries(etcFiles("sandbox"))) {
+        writeFileSync(join(shell.dir, "etc", file), content);
+        chownSync(join(shell.dir, "etc", file), uid, uid);
+      }
+      shell.cgroup.create({
+        memoryBytes: spec.memoryLimit ? memoryBytes(spec.memoryLimit) : undefined,
+        cpuMillicores: spec.cpuLimit ? cpuMillicores(spec.cpuLimit) : undefined,
+        cpuRequestMillicores: spec.cpuRequest ? cpuMillicores(spec.cpuRequest) : undefined,
+        pidsMax: DEFAULT_PIDS_MAX,
+      });
+      // A cold start without network lets bubblewrap make the (empty) namespace.
+      if (warm || spec.network) shell.address = await this.network.prepare(name, spec.network);
+      return shell;
+    } catch (error) {
+      await this.destroyShell(shell, undefined);
+      throw error;
+    }
+  }
+
+  private async destroyShell(shell: Shell, rules: { groupSets: string[] } | undefined) {
+    await shell.cgroup.destroy();
+    if (shell.address)
+      await this.network.destroy(shell.address, rules?.groupSets ?? [], rules !== undefined);
+    shell.address = undefined;
+    rmSync(shell.dir, { recursive: true, force: true });
+    this.uids.release(shell.uid - FIRST_UID);
   }
 
   unavailableReason(): string | undefined {
@@ -195,26 +322,23 @@ export class LocalBackend implements Backend {
         `service type '${spec.ingress.serviceType}' is not supported by the local backend`,
       );
     }
-    const needsNetwork =
-      (spec.egress !== null && spec.egress.type !== "none") || spec.ingress !== null;
-    if (needsNetwork && !existsSync("/usr/sbin/nft") && !findExecutable("nft")) {
+    const shellSpec = shellSpecOf(spec);
+    if (shellSpec.network && !existsSync("/usr/sbin/nft") && !findExecutable("nft")) {
       return failedObserved(
         sandboxId,
         "this sandbox needs network rules, but nftables (nft) is not installed on the runner",
       );
     }
 
-    const uid = this.allocateUid(sandboxId);
+    const warmShell = this.pool.take(shellKey(shellSpec));
+    this.countPoolUse(assignment.profileId, warmShell !== undefined);
+    let shell: Shell;
+    try {
+      shell = warmShell ?? (await this.makeShell(sandboxId, shellSpec, false));
+    } catch (error) {
+      return failedObserved(sandboxId, `could not start: ${(error as Error).message}`);
+    }
     const dir = join(this.stateDir, "sandboxes", sandboxId);
-    const dirs = {
-      tmp: join(dir, "tmp"),
-      home: join(dir, "home"),
-      workspace: join(dir, "workspace"),
-      etc: join(dir, "etc"),
-      upper: join(dir, "upper"),
-      work: join(dir, "work"),
-    };
-    const cgroup = SandboxCgroup.for(this.cgroups as CgroupLayout, sandboxId);
     const hostname = `sandbox-${sandboxId.slice(0, 8)}`;
     const env = sandboxEnv(spec.env, hostname);
     const observed: ObservedSandbox = {
@@ -229,44 +353,43 @@ export class LocalBackend implements Backend {
     let resolveExited: () => void = () => undefined;
     const sandbox: LocalSandbox = {
       id: sandboxId,
-      uid,
-      dir,
-      cgroup,
+      shell,
       process: undefined,
       initPid: 0,
       env,
       observed,
       stopRequested: undefined,
-      network: undefined,
+      rules: undefined,
       exited: new Promise((r) => {
         resolveExited = r;
       }),
     };
     this.sandboxes.set(sandboxId, sandbox);
     try {
-      mkdirSync(dir, { recursive: true, mode: 0o711 });
-      writeFileSync(join(dir, "state.json"), JSON.stringify({ sandboxId, uid }));
-      for (const d of Object.values(dirs)) {
-        mkdirSync(d, { recursive: true, mode: 0o755 });
-        chownSync(d, uid, uid);
+      if (warmShell) {
+        renameSync(shell.dir, dir);
+        shell.dir = dir;
       }
-      for (const [name, content] of Object.entries(etcFiles(hostname))) {
-        writeFileSync(join(dirs.etc, name), content);
-        chownSync(join(dirs.etc, name), uid, uid);
-      }
+      writeFileSync(
+        join(dir, "state.json"),
+        JSON.stringify({ sandboxId, uid: shell.uid, shell: shell.name }),
+      );
+      const dirs = Object.fromEntries(SHELL_DIRS.map((d) => [d, join(dir, d)])) as Record<
+        (typeof SHELL_DIRS)[number],
+        string
+      >;
+      // Written in place: the files keep the owner the shell gave them.
+      const etc = etcFiles(hostname);
+      for (const name of ["hostname", "hosts"] as const)
+        writeFileSync(join(dirs.etc, name), etc[name] ?? "");
       const mountedFiles = spec.mountedFiles.map((f, i) => {
         const hostPath = join(dir, `mounted-${i}`);
         writeFileSync(hostPath, Buffer.from(f.fileContentBase64, "base64"), { mode: 0o644 });
         return { hostPath, sandboxPath: f.mountPath };
       });
-      cgroup.create({
-        memoryBytes: spec.memoryLimit ? memoryBytes(spec.memoryLimit) : undefined,
-        cpuMillicores: spec.cpuLimit ? cpuMillicores(spec.cpuLimit) : undefined,
-        cpuRequestMillicores: spec.cpuRequest ? cpuMillicores(spec.cpuRequest) : undefined,
-        pidsMax: DEFAULT_PIDS_MAX,
-      });
-      let netnsArgs: string[] = [];
-      if (needsNetwork) {
+      const cgroup = shell.cgroup;
+      if (shellSpec.network && shell.address) {
+        const address = shell.address;
         const hostPorts = spec.ingress
           ? await Promise.all(spec.ingress.ports.map(() => freePort()))
           : [];
@@ -280,9 +403,8 @@ export class LocalBackend implements Backend {
           },
           ingress: spec.ingress ? { ...spec.ingress, hostPorts } : null,
         };
-        const address = await this.network.create(networkSpec);
-        sandbox.network = { address, groupSets: groupSetsOf(networkSpec) };
-        netnsArgs = ["-n", `/run/netns/${address.netns}`];
+        sandbox.rules = { groupSets: groupSetsOf(networkSpec) };
+        await this.network.applyRules(address, networkSpec);
         if (spec.ingress) {
           const published = spec.ingress.serviceType !== "ClusterIP";
           const port = published ? hostPorts[0] : spec.ingress.ports[0];
@@ -293,6 +415,7 @@ export class LocalBackend implements Backend {
           observed.exposedPorts = spec.ingress.ports;
         }
       }
+      const netnsArgs = shell.address ? ["-n", `/run/netns/${shell.address.netns}`] : [];
       // fds 0-2 are stdio and 3 the status pipe; bound paths follow from 4.
       const boundFds: number[] = [];
       const fdFor = (hostPath: string) => {
@@ -305,7 +428,7 @@ export class LocalBackend implements Backend {
           dirs,
           helperDir: this.options.helperDir,
           hostname,
-          ownNetwork: needsNetwork,
+          ownNetwork: shell.address !== undefined,
           env: spec.env,
           mountedFiles,
           command: spec.command,
@@ -323,7 +446,7 @@ export class LocalBackend implements Backend {
       try {
         child = spawn(
           this.nsexec,
-          ["-u", String(uid), ...procs, ...netnsArgs, "--", this.bwrap, ...args],
+          ["-u", String(shell.uid), ...procs, ...netnsArgs, "--", this.bwrap, ...args],
           {
             stdio: ["ignore", "pipe", "pipe", "pipe", ...boundFds],
           },
@@ -417,11 +540,6 @@ export class LocalBackend implements Backend {
     onChange?.(sandbox.observed);
   }
 
-  /** A host uid no other sandbox on this host (of any Paddock instance) holds. */
-  private allocateUid(sandboxId: string): number {
-    return FIRST_UID + this.uids.claim(`${this.options.instance}/${sandboxId}`, 0);
-  }
-
   async stop(
     sandboxId: string,
     gracefulShutdownSeconds: number,
@@ -437,7 +555,7 @@ export class LocalBackend implements Backend {
     sandbox.stopRequested = reason;
     this.update(sandbox, { status: "SANDBOX_STATUS_TERMINATING" }, undefined);
     // SIGTERM to everything inside except the sandbox's init, which would just die and take all with it.
-    for (const pid of sandbox.cgroup.pids()) {
+    for (const pid of sandbox.shell.cgroup.pids()) {
       if (pid !== sandbox.initPid && pid !== sandbox.process.pid) signal(pid, "SIGTERM");
     }
     const graceMs = Math.max(0, gracefulShutdownSeconds) * 1000;
@@ -446,7 +564,7 @@ export class LocalBackend implements Backend {
       sleep(graceMs).then(() => false),
     ]);
     if (!done) {
-      for (const pid of sandbox.cgroup.pids()) signal(pid, "SIGKILL");
+      for (const pid of sandbox.shell.cgroup.pids()) signal(pid, "SIGKILL");
       await sandbox.exited;
     }
   }
@@ -463,18 +581,34 @@ export class LocalBackend implements Backend {
   }
 
   private async cleanup(sandbox: LocalSandbox): Promise<void> {
-    await sandbox.cgroup.destroy();
-    if (sandbox.network)
-      await this.network.destroy(sandbox.network.address, sandbox.network.groupSets);
-    sandbox.network = undefined;
-    rmSync(sandbox.dir, { recursive: true, force: true });
-    this.uids.release(sandbox.uid - FIRST_UID);
+    await this.destroyShell(sandbox.shell, sandbox.rules);
+    sandbox.rules = undefined;
   }
 
   /** After a restart: whatever a sandbox of this id left on the host. */
   private async cleanupLeftovers(sandboxId: string): Promise<void> {
-    if (this.cgroups) await SandboxCgroup.for(this.cgroups, sandboxId).destroy();
+    if (this.cgroups) await SandboxCgroup.for(this.cgroups, this.shellNameOf(sandboxId)).destroy();
     rmSync(join(this.stateDir, "sandboxes", sandboxId), { recursive: true, force: true });
+  }
+
+  /** The shell a sandbox's files say it ran in (its cgroup's name): its id unless it took a warm one. */
+  private shellNameOf(sandboxId: string): string {
+    try {
+      const state = JSON.parse(
+        readFileSync(join(this.stateDir, "sandboxes", sandboxId, "state.json"), "utf8"),
+      ) as { shell?: unknown };
+      return typeof state.shell === "string" ? state.shell : sandboxId;
+    } catch {
+      return sandboxId;
+    }
+  }
+
+  private countPoolUse(profileId: string, hit: boolean): void {
+    if (!this.poolConfig.some((p) => p.profileId === profileId)) return;
+    const use = this.poolUse.get(profileId) ?? { hits: 0, misses: 0 };
+    if (hit) use.hits++;
+    else use.misses++;
+    this.poolUse.set(profileId, use);
   }
 
   /**
@@ -485,12 +619,25 @@ export class LocalBackend implements Backend {
   async observe(): Promise<ObservedSandbox[]> {
     const root = join(this.stateDir, "sandboxes");
     const ids = new Set<string>(existsSync(root) ? readdirSync(root) : []);
-    if (this.cgroups) for (const id of listSandboxCgroups(this.cgroups)) ids.add(id);
-    await this.network.cleanupExcept(new Set(this.sandboxes.keys()));
-    for (const { slot, owner } of this.uids.owned(`${this.options.instance}/`)) {
-      if (!this.sandboxes.has(owner.slice(this.options.instance.length + 1)))
-        this.uids.release(slot);
+    // What live sandboxes and ready warm shells hold stays; the rest is a crash's leftovers.
+    const keep = new Set([
+      ...[...this.sandboxes.values()].map((s) => s.shell.name),
+      ...this.pool.shells().map((s) => s.name),
+    ]);
+    const leftoverGroups: string[] = [];
+    if (this.cgroups) {
+      for (const name of listSandboxCgroups(this.cgroups)) {
+        if (keep.has(name)) continue;
+        if (name.startsWith(WARM_SHELL_PREFIX)) leftoverGroups.push(name);
+        else ids.add(name);
+      }
     }
+    await this.network.cleanupExcept(keep);
+    for (const { slot, owner } of this.uids.owned(`${this.options.instance}/`)) {
+      if (!keep.has(owner.slice(this.options.instance.length + 1))) this.uids.release(slot);
+    }
+    if (this.cgroups)
+      for (const name of leftoverGroups) await SandboxCgroup.for(this.cgroups, name).destroy();
     const out: ObservedSandbox[] = [];
     for (const id of ids) {
       const live = this.sandboxes.get(id);
@@ -498,7 +645,7 @@ export class LocalBackend implements Backend {
         out.push(live.observed);
         continue;
       }
-      if (this.cgroups) await SandboxCgroup.for(this.cgroups, id).destroy();
+      if (this.cgroups) await SandboxCgroup.for(this.cgroups, this.shellNameOf(id)).destroy();
       out.push(
         failedObserved(
           id,
@@ -523,7 +670,7 @@ export class LocalBackend implements Backend {
     return [
       "-p",
       String(sandbox.initPid),
-      ...sandbox.cgroup.procsFiles().flatMap((f) => ["-c", f]),
+      ...sandbox.shell.cgroup.procsFiles().flatMap((f) => ["-c", f]),
     ];
   }
 
@@ -663,6 +810,7 @@ export class LocalBackend implements Backend {
 
   /** Stops every sandbox and removes what Paddock made on the host for them. */
   async shutdownAll(): Promise<void> {
+    await this.pool.close();
     await Promise.all([...this.sandboxes.keys()].map((id) => this.remove(id)));
     await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
@@ -676,11 +824,16 @@ export class LocalBackend implements Backend {
       sandbox.process?.kill("SIGKILL");
     }
     await Promise.all([...this.sandboxes.values()].map((s) => s.exited));
+    await this.pool.close();
     for (const sandbox of this.sandboxes.values()) {
-      await sandbox.cgroup.destroy();
-      if (sandbox.network)
-        await this.network.destroy(sandbox.network.address, sandbox.network.groupSets);
-      sandbox.network = undefined;
+      await sandbox.shell.cgroup.destroy();
+      if (sandbox.shell.address)
+        await this.network.destroy(
+          sandbox.shell.address,
+          sandbox.rules?.groupSets ?? [],
+          sandbox.rules !== undefined,
+        );
+      sandbox.shell.address = undefined;
     }
     await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
@@ -786,4 +939,8 @@ function isExecutable(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+function newShellName(): string {
+  return `${WARM_SHELL_PREFIX}${randomBytes(6).toString("hex")}`;
 }

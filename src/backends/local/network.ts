@@ -53,8 +53,16 @@ export function addressFor(instance: string, sandboxId: string, slot: number): S
   };
 }
 
-/** `ip -batch` commands that create the namespace and its link: on the host, then inside the namespace. */
-export function setupCommands(a: SandboxAddress): { host: string[]; inside: string[] } {
+/**
+ * `ip -batch` commands that create the namespace and its link: on the host,
+ * then inside the namespace. Without a link the namespace has loopback only
+ * (a warm shell for a sandbox without egress).
+ */
+export function setupCommands(
+  a: SandboxAddress,
+  link = true,
+): { host: string[]; inside: string[] } {
+  if (!link) return { host: [`netns add ${a.netns}`], inside: ["link set lo up"] };
   return {
     host: [
       `netns add ${a.netns}`,
@@ -256,30 +264,59 @@ export class LocalNetwork {
 
   /** Creates the sandbox's namespace and rules; returns its addresses. */
   async create(spec: SandboxNetworkSpec): Promise<SandboxAddress> {
-    await this.ensureTable();
-    const preferred =
-      Number.parseInt(createHash("sha256").update(spec.sandboxId).digest("hex").slice(0, 6), 16) %
-      POOL_SLOTS;
-    const slot = this.slots.claim(`${this.instance}/${spec.sandboxId}`, preferred);
-    const address = addressFor(this.instance, spec.sandboxId, slot);
+    const address = await this.prepare(spec.sandboxId, true);
     try {
-      const commands = setupCommands(address);
-      await ipBatch([], commands.host);
-      await ipBatch(["-n", address.netns], commands.inside);
-      await nft(`${sandboxScript(this.table, address, spec)}\n`);
-      return address;
+      await this.applyRules(address, spec);
     } catch (error) {
       await this.destroy(address, groupSetsOf(spec));
       throw error;
     }
+    return address;
   }
 
-  async destroy(address: SandboxAddress, groupSets: string[]): Promise<void> {
-    for (const line of removeScript(this.table, address, groupSets))
-      await nft(line).catch(() => undefined);
+  /**
+   * A namespace named after `owner` (a sandbox, or a warm shell), with a
+   * veth link and address when `link`, else loopback only. No rules yet:
+   * until applyRules, nothing it sends is forwarded.
+   */
+  async prepare(owner: string, link: boolean): Promise<SandboxAddress> {
+    if (link) await this.ensureTable();
+    const preferred =
+      Number.parseInt(createHash("sha256").update(owner).digest("hex").slice(0, 6), 16) %
+      POOL_SLOTS;
+    const slot = this.slots.claim(`${this.instance}/${owner}`, preferred);
+    const address = addressFor(this.instance, owner, slot);
+    try {
+      const commands = setupCommands(address, link);
+      await ipBatch([], commands.host);
+      await ipBatch(["-n", address.netns], commands.inside);
+      return address;
+    } catch (error) {
+      await this.destroy(address, [], false);
+      throw error;
+    }
+  }
+
+  /**
+   * The sandbox's egress and ingress rules, on a namespace from `prepare`
+   * (with a link). On failure the caller destroys the namespace.
+   */
+  async applyRules(address: SandboxAddress, spec: SandboxNetworkSpec): Promise<void> {
+    await this.ensureTable();
+    await nft(`${sandboxScript(this.table, address, spec)}\n`);
+  }
+
+  /** Removes the namespace, its link and (unless it never had any) its rules. */
+  async destroy(address: SandboxAddress, groupSets: string[], rules = true): Promise<void> {
+    if (rules) {
+      for (const line of removeScript(this.table, address, groupSets))
+        await nft(line).catch(() => undefined);
+    }
     await run("ip", ["netns", "delete", address.netns]).catch(() => undefined);
-    await run("ip", ["link", "delete", address.hostIf]).catch(() => undefined);
-    await this.deleteNatRules(address);
+    if (rules) {
+      await run("ip", ["link", "delete", address.hostIf]).catch(() => undefined);
+      await this.deleteNatRules(address);
+    }
     this.slots.release(address.slot);
   }
 
@@ -298,12 +335,12 @@ export class LocalNetwork {
     }
   }
 
-  /** Everything this instance left on the host from sandboxes not in `keep`. */
+  /** Everything this instance left on the host from owners (sandboxes, warm shells) not in `keep`. */
   async cleanupExcept(keep: Set<string>): Promise<void> {
     for (const { slot, owner } of this.slots.owned(`${this.instance}/`)) {
-      const sandboxId = owner.slice(this.instance.length + 1);
-      if (keep.has(sandboxId)) continue;
-      await this.destroy(addressFor(this.instance, sandboxId, slot), []);
+      const name = owner.slice(this.instance.length + 1);
+      if (keep.has(name)) continue;
+      await this.destroy(addressFor(this.instance, name, slot), []);
     }
   }
 

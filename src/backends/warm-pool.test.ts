@@ -1,0 +1,100 @@
+import { describe, expect, it } from "vitest";
+import { WarmPool } from "./warm-pool.js";
+
+/** The pool's own bookkeeping, with shells that are plain records (the real ones: local backend tests). */
+function pool(options: { failFirst?: number } = {}) {
+  let made = 0;
+  let failures = options.failFirst ?? 0;
+  const destroyed: string[] = [];
+  const errors: string[] = [];
+  const p = new WarmPool<{ id: string; key: string }>({
+    async make(key) {
+      if (failures > 0) {
+        failures--;
+        throw new Error("no room");
+      }
+      return { id: `${key}#${++made}`, key };
+    },
+    async destroy(shell) {
+      destroyed.push(shell.id);
+    },
+    onError: (error, key) => errors.push(`${key}: ${(error as Error).message}`),
+  });
+  return { p, destroyed, errors, made: () => made };
+}
+
+describe("WarmPool", () => {
+  it("fills each key to its target, one shell at a time, and refills after a take", async () => {
+    const { p, made } = pool();
+    p.configure(
+      new Map([
+        ["a", 2],
+        ["b", 1],
+        ["none", 0],
+      ]),
+    );
+    await p.settled();
+    expect(p.counts("a")).toEqual({ target: 2, ready: 2 });
+    expect(p.counts("b")).toEqual({ target: 1, ready: 1 });
+    expect(p.counts("none")).toEqual({ target: 0, ready: 0 });
+    expect(made()).toBe(3);
+    const taken = p.take("a");
+    expect(taken?.key).toBe("a");
+    expect(p.counts("a").ready).toBe(1);
+    expect(p.take("other")).toBeUndefined();
+    await p.settled();
+    expect(p.counts("a").ready).toBe(2);
+    expect(p.shells().map((s) => s.id)).not.toContain(taken?.id);
+  });
+
+  it("destroys shells of keys no longer wanted and beyond a lowered target", async () => {
+    const { p, destroyed } = pool();
+    p.configure(
+      new Map([
+        ["old", 2],
+        ["kept", 3],
+      ]),
+    );
+    await p.settled();
+    p.configure(
+      new Map([
+        ["kept", 1],
+        ["new", 1],
+      ]),
+    );
+    await p.settled();
+    const byKey = (key: string) => destroyed.filter((id) => id.startsWith(`${key}#`)).length;
+    expect([byKey("old"), byKey("kept")]).toEqual([2, 2]);
+    expect(
+      p
+        .shells()
+        .map((s) => s.key)
+        .sort(),
+    ).toEqual(["kept", "new"]);
+    expect(p.take("old")).toBeUndefined();
+  });
+
+  it("reports a failed build and tries that key again later, not in a loop", async () => {
+    const { p, errors } = pool({ failFirst: 1 });
+    p.configure(new Map([["a", 1]]));
+    await p.settled();
+    expect(errors).toEqual(["a: no room"]);
+    expect(p.counts("a").ready).toBe(0);
+    // A new configuration is a reason to try again at once.
+    p.configure(new Map([["a", 1]]));
+    await p.settled();
+    expect(p.counts("a").ready).toBe(1);
+  });
+
+  it("close destroys every ready shell and stops refilling", async () => {
+    const { p, destroyed, made } = pool();
+    p.configure(new Map([["a", 3]]));
+    await p.settled();
+    await p.close();
+    expect(destroyed).toHaveLength(3);
+    expect(p.shells()).toEqual([]);
+    p.configure(new Map([["a", 3]]));
+    await p.settled();
+    expect(made()).toBe(3);
+  });
+});
