@@ -5,6 +5,7 @@
  *   paddock-nsexec -p PID [-c CGROUP_PROCS]... -R PATH [-m MAX_BYTES]   (file to stdout)
  *   paddock-nsexec -p PID [-c CGROUP_PROCS]... -W PATH                  (stdin to file)
  *   paddock-nsexec -u UID [-c CGROUP_PROCS]... [-n NETNS_PATH] -- ARGV...  (start: cgroups, netns, uid, exec)
+ *   paddock-nsexec -u UID [-c CGROUP_PROCS]... [-n NETNS_PATH] -S          (staged start, for warm shells)
  *
  * Joins the cgroups, then the namespaces of sandbox process PID (user
  * namespace last: the network namespace belongs to the host's user
@@ -17,6 +18,11 @@
  *
  * -u starts a sandbox: it joins the cgroups before anything is forked, then
  * becomes UID (so bubblewrap maps the sandbox's root to it) and runs ARGV.
+ * With -S it stops after joining the cgroups and the network namespace (the
+ * slow part: a cgroup v1 attach waits for an RCU grace period), writes
+ * "{}\n" to fd 3, and reads the rest from stdin until EOF, NUL-separated:
+ * "FD=PATH" entries, each PATH opened (as root) onto FD, then "--", then
+ * ARGV. Stdin then becomes /dev/null and it goes on as -u does.
  *
  * Descriptors: whatever this process inherited beyond stdio (from the runner,
  * which got them from whoever started it) never reaches a sandbox. A command
@@ -307,8 +313,60 @@ static int write_file(char *path) {
   return 0;
 }
 
+/*
+ * -S: says it is ready on fd 3, then reads FD=PATH entries and ARGV from
+ * stdin (NUL-separated, until EOF), opening each PATH onto its FD.
+ */
+static char **read_staged_command(void) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (write_all(3, "{}\n", 3) < 0) die(125, "status fd");
+  size_t size = 0, cap = 65536;
+  char *spec = malloc(cap);
+  if (!spec) die(125, "malloc");
+  for (;;) {
+    if (size + 1 >= cap) {
+      cap *= 2;
+      spec = realloc(spec, cap);
+      if (!spec) die(125, "realloc");
+    }
+    ssize_t n = read(0, spec + size, cap - size - 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die(125, "stdin");
+    if (n == 0) break;
+    size += (size_t)n;
+  }
+  spec[size] = '\0';
+  static char *argv_out[4096];
+  int nargs = 0, in_argv = 0;
+  for (char *item = spec; item < spec + size; item += strlen(item) + 1) {
+    if (in_argv) {
+      if (nargs < 4095) argv_out[nargs++] = item;
+      continue;
+    }
+    if (strcmp(item, "--") == 0) {
+      in_argv = 1;
+      continue;
+    }
+    char *eq = strchr(item, '=');
+    if (!eq) die(125, "staged entry");
+    int target = atoi(item);
+    int fd = open(eq + 1, O_RDONLY);
+    if (fd < 0) die(125, eq + 1);
+    if (fd != target) {
+      if (dup2(fd, target) < 0) die(125, "dup2");
+      close(fd);
+    }
+  }
+  argv_out[nargs] = NULL;
+  if (nargs == 0) die(125, "staged command");
+  int null = open("/dev/null", O_RDONLY);
+  if (null < 0 || dup2(null, 0) < 0) die(125, "/dev/null");
+  if (null != 0) close(null);
+  return argv_out;
+}
+
 int main(int argc, char **argv) {
-  int pid = 0, tty = 0, ncgroups = 0, nenv = 0, resize_fd = -1, uid = -1;
+  int pid = 0, tty = 0, ncgroups = 0, nenv = 0, resize_fd = -1, uid = -1, staged = 0;
   long long max_bytes = -1;
   const char *cwd = NULL;
   char *read_path = NULL, *write_path = NULL, *netns_path = NULL;
@@ -319,6 +377,10 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--") == 0) {
       i++;
       break;
+    }
+    if (strcmp(argv[i], "-S") == 0) {
+      staged = 1;
+      continue;
     }
     if (i + 1 >= argc && strcmp(argv[i], "-t") != 0) {
       fprintf(stderr, "paddock-nsexec: %s needs a value\n", argv[i]);
@@ -342,7 +404,7 @@ int main(int argc, char **argv) {
   }
   env[nenv] = NULL;
   int file_mode = read_path != NULL || write_path != NULL;
-  if ((pid <= 0 && uid < 0) || (!file_mode && i >= argc)) {
+  if ((pid <= 0 && uid < 0) || (!file_mode && !staged && i >= argc) || (staged && uid < 0)) {
     fprintf(stderr, "usage: paddock-nsexec -p PID [-c CGROUP_PROCS]... [-w DIR] [-e K=V]... [-t [-r FD]] -- ARGV...\n");
     return 125;
   }
@@ -363,6 +425,7 @@ int main(int argc, char **argv) {
       if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) die(125, netns_path);
       close(fd);
     }
+    if (staged) command = read_staged_command();
     if (setgroups(0, NULL) < 0) die(125, "setgroups");
     if (setresgid(uid, uid, uid) < 0) die(125, "setresgid");
     if (setresuid(uid, uid, uid) < 0) die(125, "setresuid");

@@ -46,7 +46,7 @@ export async function wholeCommandFigures(
     await samples(runs, srt, ["true"], env),
   );
   const ours = figure(
-    "paddock sandbox run -- true (whole CLI command)",
+    "paddock sandbox run -- true (whole CLI command, warm pool)",
     await samples(runs, process.execPath, paddock, env),
     reference,
   );

@@ -110,6 +110,11 @@ interface Shell {
   cgroup: SandboxCgroup;
   /** A prepared network namespace (a veth link too when the spec has network). */
   address: SandboxAddress | undefined;
+  /**
+   * A warm shell's start helper, already in its cgroups and network
+   * namespace (the slow part of a start), waiting for bubblewrap's arguments.
+   */
+  staged?: ChildProcess | undefined;
 }
 
 /** Everything a shell is built for: a start takes only a shell whose spec is equal. */
@@ -251,6 +256,7 @@ export class LocalBackend implements Backend {
       });
       // A cold start without network lets bubblewrap make the (empty) namespace.
       if (warm || spec.network) shell.address = await this.network.prepare(name, spec.network);
+      if (warm) shell.staged = await this.stage(shell);
       return shell;
     } catch (error) {
       await this.destroyShell(shell, undefined);
@@ -258,7 +264,42 @@ export class LocalBackend implements Backend {
     }
   }
 
+  /** Starts a warm shell's helper and waits until it has joined the shell's cgroups and namespace. */
+  private async stage(shell: Shell): Promise<ChildProcess> {
+    const netns = shell.address ? ["-n", `/run/netns/${shell.address.netns}`] : [];
+    const procs = shell.cgroup.procsFiles().flatMap((f) => ["-c", f]);
+    const child = spawn(this.nsexec, ["-u", String(shell.uid), ...procs, ...netns, "-S"], {
+      stdio: ["pipe", "pipe", "pipe", "pipe"],
+    });
+    child.stdin?.on("error", () => undefined);
+    const status = child.stdio[3] as NodeJS.ReadableStream;
+    let stderr = "";
+    const collect = (c: Buffer) => {
+      stderr += c.toString();
+    };
+    child.stderr?.on("data", collect);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const exited = () =>
+          reject(new Error(`the start helper exited while staging: ${stderr.trim()}`));
+        child.once("exit", exited);
+        child.once("error", reject);
+        status.once("data", () => {
+          status.pause();
+          child.off("exit", exited);
+          child.off("error", reject);
+          resolve();
+        });
+      });
+    } finally {
+      child.stderr?.off("data", collect);
+    }
+    return child;
+  }
+
   private async destroyShell(shell: Shell, rules: { groupSets: string[] } | undefined) {
+    if (shell.staged?.exitCode === null) shell.staged.kill("SIGKILL");
+    shell.staged = undefined;
     await shell.cgroup.destroy();
     if (shell.address)
       await this.network.destroy(shell.address, rules?.groupSets ?? [], rules !== undefined);
@@ -330,7 +371,12 @@ export class LocalBackend implements Backend {
       );
     }
 
-    const warmShell = this.pool.take(shellKey(shellSpec));
+    let warmShell = this.pool.take(shellKey(shellSpec));
+    if (warmShell?.staged && warmShell.staged.exitCode !== null) {
+      // Its helper is gone (killed from outside): not usable, build a shell instead.
+      void this.destroyShell(warmShell, undefined);
+      warmShell = undefined;
+    }
     this.countPoolUse(assignment.profileId, warmShell !== undefined);
     let shell: Shell;
     try {
@@ -417,10 +463,13 @@ export class LocalBackend implements Backend {
       }
       const netnsArgs = shell.address ? ["-n", `/run/netns/${shell.address.netns}`] : [];
       // fds 0-2 are stdio and 3 the status pipe; bound paths follow from 4.
+      // A warm shell's staged helper opens the paths itself; otherwise they are passed open.
       const boundFds: number[] = [];
+      const boundPaths: string[] = [];
       const fdFor = (hostPath: string) => {
-        boundFds.push(openSync(hostPath, "r"));
-        return 3 + boundFds.length;
+        if (shell.staged) boundPaths.push(hostPath);
+        else boundFds.push(openSync(hostPath, "r"));
+        return 3 + boundFds.length + boundPaths.length;
       };
       const args = bwrapArgs(
         {
@@ -443,16 +492,25 @@ export class LocalBackend implements Backend {
       );
       const procs = cgroup.procsFiles().flatMap((f) => ["-c", f]);
       let child: ChildProcess;
-      try {
-        child = spawn(
-          this.nsexec,
-          ["-u", String(shell.uid), ...procs, ...netnsArgs, "--", this.bwrap, ...args],
-          {
-            stdio: ["ignore", "pipe", "pipe", "pipe", ...boundFds],
-          },
+      if (shell.staged) {
+        child = shell.staged;
+        child.stdin?.end(
+          [...boundPaths.map((path, i) => `${4 + i}=${path}`), "--", this.bwrap, ...args].join(
+            "\0",
+          ),
         );
-      } finally {
-        for (const fd of boundFds) closeSync(fd);
+      } else {
+        try {
+          child = spawn(
+            this.nsexec,
+            ["-u", String(shell.uid), ...procs, ...netnsArgs, "--", this.bwrap, ...args],
+            {
+              stdio: ["ignore", "pipe", "pipe", "pipe", ...boundFds],
+            },
+          );
+        } finally {
+          for (const fd of boundFds) closeSync(fd);
+        }
       }
       sandbox.process = child;
       const log = new LogWriter(join(dir, "log"));
@@ -482,6 +540,8 @@ export class LocalBackend implements Backend {
         });
         child.once("exit", () => reject(new Error("the sandbox exited before it started")));
         child.once("error", reject);
+        // A staged helper's status pipe was paused after its ready line.
+        (status as NodeJS.ReadableStream).resume();
       });
       child.once("close", (code, signal) => {
         log.close();
