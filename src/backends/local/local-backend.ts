@@ -223,11 +223,6 @@ export class LocalBackend implements Backend {
     });
   }
 
-  /** Resolves once the warm pool has built what it is going to (tests, benchmarks). */
-  warmPoolSettled(): Promise<void> {
-    return this.pool.settled();
-  }
-
   private async makeShell(name: string, spec: ShellSpec, warm: boolean): Promise<Shell> {
     // A host uid no other sandbox on this host (of any Paddock instance) holds.
     const uid = FIRST_UID + this.uids.claim(`${this.options.instance}/${name}`, 0);
@@ -297,15 +292,24 @@ export class LocalBackend implements Backend {
     return child;
   }
 
+  /** Everything the shell holds on the host. */
   private async destroyShell(shell: Shell, rules: { groupSets: string[] } | undefined) {
+    await this.releaseProcessesAndNetwork(shell, rules);
+    rmSync(shell.dir, { recursive: true, force: true });
+    this.uids.release(shell.uid - FIRST_UID);
+  }
+
+  /** Its processes, cgroup and network; its files (logs) and uid stay. */
+  private async releaseProcessesAndNetwork(
+    shell: Shell,
+    rules: { groupSets: string[] } | undefined,
+  ): Promise<void> {
     if (shell.staged?.exitCode === null) shell.staged.kill("SIGKILL");
     shell.staged = undefined;
     await shell.cgroup.destroy();
     if (shell.address)
       await this.network.destroy(shell.address, rules?.groupSets ?? [], rules !== undefined);
     shell.address = undefined;
-    rmSync(shell.dir, { recursive: true, force: true });
-    this.uids.release(shell.uid - FIRST_UID);
   }
 
   unavailableReason(): string | undefined {
@@ -885,16 +889,8 @@ export class LocalBackend implements Backend {
     }
     await Promise.all([...this.sandboxes.values()].map((s) => s.exited));
     await this.pool.close();
-    for (const sandbox of this.sandboxes.values()) {
-      await sandbox.shell.cgroup.destroy();
-      if (sandbox.shell.address)
-        await this.network.destroy(
-          sandbox.shell.address,
-          sandbox.rules?.groupSets ?? [],
-          sandbox.rules !== undefined,
-        );
-      sandbox.shell.address = undefined;
-    }
+    for (const sandbox of this.sandboxes.values())
+      await this.releaseProcessesAndNetwork(sandbox.shell, sandbox.rules);
     await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
   }
