@@ -459,7 +459,12 @@ int main(int argc, char **argv) {
   join(ipc_ns, CLONE_NEWIPC, "ipc namespace");
   join(uts_ns, CLONE_NEWUTS, "uts namespace");
   join(net_ns, CLONE_NEWNET, "network namespace");
-  join(pid_ns, CLONE_NEWPID, "pid namespace");
+  /* A file helper stays outside the sandbox's pid namespace: when the write
+     itself makes the sandbox's main process exit, the kernel kills every
+     process in that namespace, and the helper would die before reporting a
+     write that did complete. */
+  if (!read_path && !write_path) join(pid_ns, CLONE_NEWPID, "pid namespace");
+  else close(pid_ns);
   join(mnt_ns, CLONE_NEWNS, "mount namespace");
   join(user_ns, CLONE_NEWUSER, "user namespace");
 
