@@ -6,6 +6,7 @@
  *   paddock-nsexec -p PID [-c CGROUP_PROCS]... -W PATH                  (stdin to file)
  *   paddock-nsexec -u UID [-c CGROUP_PROCS]... [-n NETNS_PATH] -- ARGV...  (start: cgroups, netns, uid, exec)
  *   paddock-nsexec -u UID [-c CGROUP_PROCS]... [-n NETNS_PATH] -S          (staged start, for warm shells)
+ *   paddock-nsexec -u UID ... -Z SOCKET ...                                (start, with an exec service)
  *
  * Joins the cgroups, then the namespaces of sandbox process PID (user
  * namespace last: the network namespace belongs to the host's user
@@ -23,6 +24,18 @@
  * "{}\n" to fd 3, and reads the rest from stdin until EOF, NUL-separated:
  * "FD=PATH" entries, each PATH opened (as root) onto FD, then "--", then
  * ARGV. Stdin then becomes /dev/null and it goes on as -u does.
+ *
+ * -Z (with -u) forks an exec service before bubblewrap runs: a process in
+ * the sandbox's cgroups from birth, listening on the unix socket SOCKET
+ * (mode 0600, root's). It learns the sandbox's init pid from bubblewrap's
+ * --info-fd (which -Z adds), waits for the sandbox's command to start, joins
+ * its namespaces as the sandbox's root (an unprivileged uid on the host),
+ * writes {"paddock-exec": "ready"} (or "unavailable: why") to fd 3, then
+ * runs the commands its clients send (see struct run for the protocol). A
+ * command forked by a process already in the cgroups is counted there
+ * without a cgroup attach, which on cgroup v1 waits for an RCU grace period
+ * (10-15 ms); the namespaces are not joined again either, and the runner
+ * spawns no process per command.
  *
  * Descriptors: whatever this process inherited beyond stdio (from the runner,
  * which got them from whoever started it) never reaches a sandbox. A command
@@ -50,10 +63,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <stdint.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -153,18 +171,48 @@ static void close_fds_but_bwraps(char **command) {
   close_fds_except(keep, nkeep);
 }
 
-static int open_ns(int pid, const char *ns, int optional) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, ns);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && !(optional && errno == ENOENT)) die(125, path);
-  return fd;
-}
-
-static void join(int fd, int type, const char *ns) {
-  if (fd < 0) return;
-  if (setns(fd, type) < 0) die(125, ns);
-  close(fd);
+/*
+ * Joins the namespaces of sandbox process PID as its root: NULL, or what
+ * failed (errno says why). Every namespace is opened before any is joined:
+ * once in the sandbox's mount namespace, /proc is the sandbox's own and PID
+ * means nothing. The user namespace comes last: the network namespace
+ * belongs to the host's. Supplementary groups go while still on the host,
+ * where dropping them is allowed.
+ */
+static const char *join_sandbox(pid_t pid, int with_pid_ns) {
+  static const struct {
+    const char *name;
+    int type;
+  } NAMESPACES[] = {{"cgroup", CLONE_NEWCGROUP}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
+                    {"net", CLONE_NEWNET},       {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS},
+                    {"user", CLONE_NEWUSER}};
+  enum { COUNT = sizeof NAMESPACES / sizeof NAMESPACES[0] };
+  int fds[COUNT];
+  for (int n = 0; n < COUNT; n++) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, NAMESPACES[n].name);
+    fds[n] = open(path, O_RDONLY | O_CLOEXEC);
+    /* No cgroup namespace on kernels without them. */
+    if (fds[n] < 0 && !(NAMESPACES[n].type == CLONE_NEWCGROUP && errno == ENOENT))
+      return NAMESPACES[n].name;
+  }
+  if (setgroups(0, NULL) < 0) return "setgroups";
+  for (int n = 0; n < COUNT; n++) {
+    if (fds[n] < 0) continue;
+    /* A file helper stays outside the sandbox's pid namespace: when the
+       write itself makes the sandbox's main process exit, the kernel kills
+       every process in that namespace, and the helper would die before
+       reporting a write that did complete. */
+    if (NAMESPACES[n].type == CLONE_NEWPID && !with_pid_ns) {
+      close(fds[n]);
+      continue;
+    }
+    if (setns(fds[n], NAMESPACES[n].type) < 0) return NAMESPACES[n].name;
+    close(fds[n]);
+  }
+  if (setresgid(0, 0, 0) < 0) return "setresgid";
+  if (setresuid(0, 0, 0) < 0) return "setresuid";
+  return NULL;
 }
 
 static void drop_privileges(void) {
@@ -313,6 +361,9 @@ static int write_file(char *path) {
   return 0;
 }
 
+/* The write end of the pipe bubblewrap's --info-fd writes to; the exec service reads the other. */
+static int info_fd = -1;
+
 /*
  * -S: says it is ready on fd 3, then reads FD=PATH entries and ARGV from
  * stdin (NUL-separated, until EOF), opening each PATH onto its FD.
@@ -350,6 +401,11 @@ static char **read_staged_command(void) {
     char *eq = strchr(item, '=');
     if (!eq) die(125, "staged entry");
     int target = atoi(item);
+    if (target == info_fd) {
+      /* Entries come in ascending order: moving past this one moves it out of the way. */
+      info_fd = fcntl(info_fd, F_DUPFD_CLOEXEC, target + 1);
+      if (info_fd < 0) die(125, "info fd");
+    }
     int fd = open(eq + 1, O_RDONLY);
     if (fd < 0) die(125, eq + 1);
     if (fd != target) {
@@ -365,11 +421,417 @@ static char **read_staged_command(void) {
   return argv_out;
 }
 
+extern char **environ;
+
+/* The end of every command's child: its working directory, then ARGV[0] looked up on the sandbox's PATH. */
+static void run_command(const char *cwd, char **command, char **env) {
+  if (cwd && chdir(cwd) < 0) die(126, cwd);
+  environ = env;
+  execvp(command[0], command);
+  int code = errno == ENOENT ? 127 : 126;
+  fprintf(stderr, "paddock-nsexec: %s: %s\n", command[0], strerror(errno));
+  _exit(code);
+}
+
+/*
+ * A unix stream socket bound to (listening) or connected to PATH. Done from
+ * inside PATH's directory: a sockaddr_un holds 108 bytes, a state dir's path
+ * may be longer.
+ */
+static int unix_socket_at(const char *path, int listening) {
+  struct sockaddr_un address = {.sun_family = AF_UNIX};
+  const char *slash = strrchr(path, '/');
+  const char *name = slash ? slash + 1 : path;
+  char dir[4096];
+  size_t dir_length = slash ? (size_t)(slash - path) : 0;
+  if (strlen(name) >= sizeof address.sun_path || dir_length >= sizeof dir) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  strcpy(address.sun_path, name);
+  memcpy(dir, path, dir_length);
+  dir[dir_length] = '\0';
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || here < 0) return -1;
+  int ok = !slash || chdir(dir_length ? dir : "/") == 0;
+  if (ok && listening) {
+    unlink(name);
+    ok = bind(fd, (struct sockaddr *)&address, sizeof address) == 0 && chmod(name, 0600) == 0 &&
+         listen(fd, 128) == 0;
+  } else if (ok) {
+    ok = connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
+  }
+  int saved = errno;
+  if (fchdir(here) < 0) ok = 0;
+  close(here);
+  if (ok) return fd;
+  close(fd);
+  errno = saved;
+  return -1;
+}
+
+static void report(int fd, const char *what, const char *detail) {
+  char line[512];
+  int n = snprintf(line, sizeof line, "{\"paddock-exec\": \"%s%s%s\"}\n", what, detail ? ": " : "",
+                   detail ? detail : "");
+  if (n > 0) write_all(fd, line, n < (int)sizeof line ? n : (int)sizeof line - 1);
+}
+
+/*
+ * The sandbox's init pid, from bubblewrap's --info-fd JSON ({"child-pid": N,
+ * ...}). Read to the end: bubblewrap writes it in pieces and dies of
+ * SIGPIPE if the reader goes early.
+ */
+static pid_t read_child_pid(int info) {
+  char text[4096];
+  size_t size = 0;
+  for (;;) {
+    ssize_t n = read(info, text + size, sizeof text - 1 - size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    size += (size_t)n;
+    if (size == sizeof text - 1) size = 0; /* never this long: keep draining */
+  }
+  text[size] = '\0';
+  char *key = strstr(text, "\"child-pid\"");
+  char *colon = key ? strchr(key, ':') : NULL;
+  return colon ? (pid_t)atoi(colon + 1) : 0;
+}
+
+/* bubblewrap's init forks the command once the sandbox is set up (user ids mapped, root pivoted). */
+static int wait_for_command(pid_t init) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)init, (int)init);
+  struct timespec pause = {0, 100 * 1000};
+  for (int i = 0; i < 100000; i++) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    close(fd);
+    if (n > 0) return 1;
+    nanosleep(&pause, NULL);
+  }
+  return 0;
+}
+
+#define MAX_RUNS 256
+
+/*
+ * One command run for a client of the exec service. The request: two
+ * uint32s (spec length, stdin length), the spec (NUL-separated "a"+arg,
+ * "e"+KEY=VALUE, "w"+dir), then stdin. The answer: frames of a kind byte
+ * (1 stdout, 2 stderr, 3 exit), a uint32 length and the data; the exit
+ * frame's data is the int32 status, and ends the answer. A client that goes
+ * away before it kills the command's process group.
+ */
+struct run {
+  int conn;
+  pid_t pid; /* 0 once reaped */
+  int status;
+  int in;     /* the command's stdin, until all of it is written */
+  int out[2]; /* its stdout and stderr */
+  uint32_t stdin_left;
+  size_t pending_off, pending_len;
+  char pending[65536];
+};
+
+static int send_frame(struct run *run, char kind, const void *data, uint32_t length) {
+  if (run->conn < 0) return 0;
+  char header[5];
+  header[0] = kind;
+  memcpy(header + 1, &length, sizeof length);
+  if (write_all(run->conn, header, 5) && write_all(run->conn, data, length)) return 1;
+  close(run->conn);
+  run->conn = -1;
+  return 0;
+}
+
+static int read_exactly(int fd, void *buffer, size_t length) {
+  for (size_t off = 0; off < length;) {
+    ssize_t n = read(fd, (char *)buffer + off, length - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 0;
+    off += (size_t)n;
+  }
+  return 1;
+}
+
+static struct run *start_run(int conn) {
+  struct timeval timeout = {2, 0};
+  setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  uint32_t lengths[2];
+  if (!read_exactly(conn, lengths, sizeof lengths) || lengths[0] > 16u << 20) return NULL;
+  char *spec = malloc((size_t)lengths[0] + 1);
+  struct run *run = calloc(1, sizeof *run);
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (!spec || !run || !read_exactly(conn, spec, lengths[0])) goto fail;
+  spec[lengths[0]] = '\0';
+  static char *command[4096], *env[4096];
+  const char *cwd = NULL;
+  int nargs = 0, nenv = 0;
+  for (char *item = spec; item < spec + lengths[0]; item += strlen(item) + 1) {
+    if (item[0] == 'a' && nargs < 4095) command[nargs++] = item + 1;
+    else if (item[0] == 'e' && nenv < 4095) env[nenv++] = item + 1;
+    else if (item[0] == 'w') cwd = item + 1;
+  }
+  command[nargs] = NULL;
+  env[nenv] = NULL;
+  if (nargs == 0 || pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
+      pipe2(err, O_CLOEXEC) < 0)
+    goto fail;
+  pid_t pid = fork();
+  if (pid < 0) goto fail;
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    setsid();
+    if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) _exit(125);
+    close_fds_except(NULL, 0);
+    run_command(cwd, command, env);
+  }
+  free(spec);
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  run->conn = conn;
+  run->pid = pid;
+  run->in = in[1];
+  run->out[0] = out[0];
+  run->out[1] = err[0];
+  run->stdin_left = lengths[1];
+  for (int k = 0; k < 3; k++) {
+    int fd = k == 0 ? run->in : run->out[k - 1];
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+  if (run->stdin_left == 0) {
+    close(run->in);
+    run->in = -1;
+  }
+  return run;
+fail:
+  free(spec);
+  free(run);
+  for (int k = 0; k < 2; k++) {
+    if (in[k] >= 0) close(in[k]);
+    if (out[k] >= 0) close(out[k]);
+    if (err[k] >= 0) close(err[k]);
+  }
+  return NULL;
+}
+
+/* Relays what the command wrote on stream k to the client; false at its end. */
+static int relay_output(struct run *run, int k) {
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = read(run->out[k], buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return 1;
+    if (n <= 0) {
+      close(run->out[k]);
+      run->out[k] = -1;
+      return 0;
+    }
+    send_frame(run, (char)(k + 1), buffer, (uint32_t)n);
+  }
+}
+
+/* Feeds the command's stdin from the client, never blocking: a command that does not read its input must not stall the others. */
+static void feed_stdin(struct run *run, int readable, int writable) {
+  if (readable && run->pending_len == 0 && run->stdin_left > 0) {
+    size_t want = run->stdin_left < sizeof run->pending ? run->stdin_left : sizeof run->pending;
+    ssize_t n = read(run->conn, run->pending, want);
+    if (n > 0) {
+      run->pending_off = 0;
+      run->pending_len = (size_t)n;
+      run->stdin_left -= (uint32_t)n;
+    }
+  }
+  if (writable && run->pending_len > run->pending_off) {
+    ssize_t n = write(run->in, run->pending + run->pending_off, run->pending_len - run->pending_off);
+    if (n > 0) {
+      run->pending_off += (size_t)n;
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      /* It closed its input: the rest is dropped. */
+      run->stdin_left = 0;
+      run->pending_off = run->pending_len;
+    }
+    if (run->pending_off == run->pending_len) run->pending_len = run->pending_off = 0;
+  }
+  if (run->in >= 0 && run->stdin_left == 0 && run->pending_len == 0) {
+    close(run->in);
+    run->in = -1;
+  }
+}
+
+static void end_run(struct run *run) {
+  if (run->pid > 0) kill(-run->pid, SIGKILL);
+  if (run->conn >= 0) close(run->conn);
+  run->conn = -1;
+}
+
+/* Forks what clients ask for and relays each command's input, output and status. */
+static void serve(int listener) {
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int reaper = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (reaper < 0) _exit(125);
+  signal(SIGPIPE, SIG_IGN);
+  static struct run *runs[MAX_RUNS];
+  int nruns = 0;
+  for (;;) {
+    struct pollfd fds[2 + 4 * MAX_RUNS];
+    fds[0] = (struct pollfd){nruns < MAX_RUNS ? listener : -1, POLLIN, 0};
+    fds[1] = (struct pollfd){reaper, POLLIN, 0};
+    for (int r = 0; r < nruns; r++) {
+      struct run *run = runs[r];
+      int wants_input = run->stdin_left > 0 && run->pending_len == 0;
+      fds[2 + 4 * r] = (struct pollfd){run->conn, (short)(wants_input ? POLLIN : 0), 0};
+      fds[3 + 4 * r] = (struct pollfd){run->pending_len ? run->in : -1, POLLOUT, 0};
+      fds[4 + 4 * r] = (struct pollfd){run->out[0], POLLIN, 0};
+      fds[5 + 4 * r] = (struct pollfd){run->out[1], POLLIN, 0};
+    }
+    if (poll(fds, (nfds_t)(2 + 4 * nruns), -1) < 0) {
+      if (errno == EINTR) continue;
+      _exit(125);
+    }
+    for (int r = 0; r < nruns; r++) {
+      struct run *run = runs[r];
+      short conn_events = fds[2 + 4 * r].revents;
+      if (run->conn >= 0 && (conn_events & (POLLHUP | POLLERR)) && !(conn_events & POLLIN)) {
+        end_run(run);
+        continue;
+      }
+      if (run->in >= 0) feed_stdin(run, conn_events & POLLIN, fds[3 + 4 * r].revents != 0);
+      for (int k = 0; k < 2; k++)
+        if (run->out[k] >= 0 && fds[4 + 4 * r + k].revents) relay_output(run, k);
+    }
+    if (fds[1].revents & POLLIN) {
+      struct signalfd_siginfo info;
+      while (read(reaper, &info, sizeof info) > 0) {
+      }
+      int status;
+      pid_t pid;
+      while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int r = 0; r < nruns; r++) {
+          if (runs[r]->pid != pid) continue;
+          runs[r]->pid = 0;
+          runs[r]->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+      }
+    }
+    /* Done once reaped: what it wrote is in its pipes by then; a background
+       process it left may hold them open, so they are drained, not waited on. */
+    for (int r = 0; r < nruns;) {
+      struct run *run = runs[r];
+      if (run->pid != 0) {
+        r++;
+        continue;
+      }
+      for (int k = 0; k < 2; k++) {
+        if (run->out[k] < 0) continue;
+        relay_output(run, k);
+        if (run->out[k] >= 0) close(run->out[k]);
+      }
+      int32_t code = run->status;
+      send_frame(run, 3, &code, sizeof code);
+      if (run->conn >= 0) close(run->conn);
+      if (run->in >= 0) close(run->in);
+      free(run);
+      runs[r] = runs[--nruns];
+    }
+    if (fds[0].revents & POLLIN) {
+      int conn = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+      if (conn < 0) continue;
+      struct run *run = start_run(conn);
+      if (run) runs[nruns++] = run;
+      else close(conn);
+    }
+  }
+}
+
+/* The exec service's life: it dies with bubblewrap, says on STATUS whether it could join the sandbox, then serves. */
+static void exec_service(int listener, int info, int status, pid_t parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (getppid() != parent) _exit(0);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  setsid();
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int k = 0; k < 3; k++) dup2(null, k);
+  int keep[3] = {listener, info, status};
+  close_fds_except(keep, 3);
+  pid_t init = read_child_pid(info);
+  close(info);
+  if (init <= 0) {
+    report(status, "unavailable", "bubblewrap reported no pid");
+    _exit(0);
+  }
+  if (!wait_for_command(init)) {
+    report(status, "unavailable", "the sandbox ended before its command started");
+    _exit(0);
+  }
+  const char *failed = join_sandbox(init, 1);
+  if (failed) {
+    report(status, "unavailable", failed);
+    _exit(0);
+  }
+  /* Nothing the commands it forks do needs a privilege: it holds none either. */
+  drop_privileges();
+  /* Changing credentials cleared the parent-death signal. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (getppid() != parent) _exit(0);
+  report(status, "ready", NULL);
+  close(status);
+  serve(listener);
+}
+
+static void start_exec_service(const char *path) {
+  int listener = unix_socket_at(path, 1);
+  if (listener < 0) die(125, path);
+  int info[2];
+  if (pipe2(info, O_CLOEXEC) < 0) die(125, "pipe");
+  int status = fcntl(3, F_DUPFD_CLOEXEC, 3);
+  if (status < 0) die(125, "status fd");
+  pid_t parent = getpid();
+  pid_t service = fork();
+  if (service < 0) die(125, "fork");
+  if (service == 0) {
+    close(info[1]);
+    exec_service(listener, info[0], status, parent);
+  }
+  close(listener);
+  close(info[0]);
+  close(status);
+  info_fd = info[1];
+}
+
+/* ARGV (bubblewrap's) with --info-fd naming the exec service's pipe, which must stay open across exec. */
+static char **with_info_fd(char **command) {
+  static char value[16];
+  static char *out[MAX_ITEMS * 8];
+  int flags = fcntl(info_fd, F_GETFD);
+  if (flags < 0 || fcntl(info_fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) die(125, "info fd");
+  snprintf(value, sizeof value, "%d", info_fd);
+  int n = 0;
+  out[n++] = command[0];
+  out[n++] = "--info-fd";
+  out[n++] = value;
+  for (int k = 1; command[k] && n < MAX_ITEMS * 8 - 1; k++) out[n++] = command[k];
+  out[n] = NULL;
+  return out;
+}
+
 int main(int argc, char **argv) {
   int pid = 0, tty = 0, ncgroups = 0, nenv = 0, resize_fd = -1, uid = -1, staged = 0;
   long long max_bytes = -1;
   const char *cwd = NULL;
-  char *read_path = NULL, *write_path = NULL, *netns_path = NULL;
+  char *read_path = NULL, *write_path = NULL, *netns_path = NULL, *service_path = NULL;
   const char *cgroups[MAX_ITEMS];
   char *env[MAX_ITEMS + 1];
   int i = 1;
@@ -397,6 +859,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "-R") == 0) read_path = argv[++i];
     else if (strcmp(argv[i], "-W") == 0) write_path = argv[++i];
     else if (strcmp(argv[i], "-m") == 0) max_bytes = atoll(argv[++i]);
+    else if (strcmp(argv[i], "-Z") == 0) service_path = argv[++i];
     else {
       fprintf(stderr, "paddock-nsexec: unknown option %s\n", argv[i]);
       return 125;
@@ -425,7 +888,9 @@ int main(int argc, char **argv) {
       if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) die(125, netns_path);
       close(fd);
     }
+    if (service_path) start_exec_service(service_path);
     if (staged) command = read_staged_command();
+    if (service_path) command = with_info_fd(command);
     if (setgroups(0, NULL) < 0) die(125, "setgroups");
     if (setresgid(uid, uid, uid) < 0) die(125, "setresgid");
     if (setresuid(uid, uid, uid) < 0) die(125, "setresuid");
@@ -450,23 +915,8 @@ int main(int argc, char **argv) {
     ioctl(slave, TIOCSWINSZ, &ws);
   }
 
-  /* Every namespace is opened before any is joined: once in the sandbox's
-     mount namespace, /proc is the sandbox's own and PID means nothing. */
-  int cgroup_ns = open_ns(pid, "cgroup", 1), ipc_ns = open_ns(pid, "ipc", 0),
-      uts_ns = open_ns(pid, "uts", 0), net_ns = open_ns(pid, "net", 0), pid_ns = open_ns(pid, "pid", 0),
-      mnt_ns = open_ns(pid, "mnt", 0), user_ns = open_ns(pid, "user", 0);
-  join(cgroup_ns, CLONE_NEWCGROUP, "cgroup namespace");
-  join(ipc_ns, CLONE_NEWIPC, "ipc namespace");
-  join(uts_ns, CLONE_NEWUTS, "uts namespace");
-  join(net_ns, CLONE_NEWNET, "network namespace");
-  /* A file helper stays outside the sandbox's pid namespace: when the write
-     itself makes the sandbox's main process exit, the kernel kills every
-     process in that namespace, and the helper would die before reporting a
-     write that did complete. */
-  if (!read_path && !write_path) join(pid_ns, CLONE_NEWPID, "pid namespace");
-  else close(pid_ns);
-  join(mnt_ns, CLONE_NEWNS, "mount namespace");
-  join(user_ns, CLONE_NEWUSER, "user namespace");
+  const char *failed = join_sandbox(pid, !file_mode);
+  if (failed) die(125, failed);
 
   signal(SIGTERM, forward);
   signal(SIGINT, forward);
@@ -490,11 +940,7 @@ int main(int argc, char **argv) {
     drop_privileges();
     if (read_path) _exit(read_file(read_path, max_bytes));
     if (write_path) _exit(write_file(write_path));
-    if (cwd && chdir(cwd) < 0) die(126, cwd);
-    execvpe(command[0], command, env);
-    int code = errno == ENOENT ? 127 : 126;
-    fprintf(stderr, "paddock-nsexec: %s: %s\n", command[0], strerror(errno));
-    _exit(code);
+    run_command(cwd, command, env);
   }
   if (tty) {
     close(slave);

@@ -47,7 +47,13 @@ import {
   SandboxCgroup,
 } from "./cgroups.js";
 import { SlotClaims } from "./claims.js";
-import { runHelper } from "./helper-process.js";
+import {
+  ExecServiceGone,
+  ExecServiceUnreachable,
+  runThroughService,
+  type ServiceCommand,
+} from "./exec-service.js";
+import { type HelperResult, runHelper } from "./helper-process.js";
 import { ImageStore } from "./images.js";
 import { LogWriter, streamLog } from "./logs.js";
 import {
@@ -152,7 +158,17 @@ interface LocalSandbox {
   /** Why a stop was asked for, once it was. */
   stopRequested: string | undefined;
   exited: Promise<void>;
+  /**
+   * Whether the sandbox's exec service (paddock-nsexec -Z) joined it: commands
+   * then fork from inside its cgroups instead of each attaching to them.
+   */
+  execService: Promise<boolean>;
 }
+
+/** The exec service's socket, in a shell's directory (never mounted into the sandbox). */
+const EXEC_SOCKET = "exec.sock";
+/** How long a start waits for the exec service once the command runs; commands go the slow way without it. */
+const EXEC_SERVICE_WAIT_MS = 2000;
 
 /**
  * Runs sandboxes on this machine with bubblewrap: user, pid, ipc, uts,
@@ -263,9 +279,14 @@ export class LocalBackend implements Backend {
   private async stage(shell: Shell): Promise<ChildProcess> {
     const netns = shell.address ? ["-n", `/run/netns/${shell.address.netns}`] : [];
     const procs = shell.cgroup.procsFiles().flatMap((f) => ["-c", f]);
-    const child = spawn(this.nsexec, ["-u", String(shell.uid), ...procs, ...netns, "-S"], {
-      stdio: ["pipe", "pipe", "pipe", "pipe"],
-    });
+    const service = ["-Z", join(shell.dir, EXEC_SOCKET)];
+    const child = spawn(
+      this.nsexec,
+      ["-u", String(shell.uid), ...procs, ...netns, ...service, "-S"],
+      {
+        stdio: ["pipe", "pipe", "pipe", "pipe"],
+      },
+    );
     child.stdin?.on("error", () => undefined);
     const status = child.stdio[3] as NodeJS.ReadableStream;
     let stderr = "";
@@ -401,6 +422,7 @@ export class LocalBackend implements Backend {
       exposedPorts: [],
     };
     let resolveExited: () => void = () => undefined;
+    let resolveExecService: (ready: boolean) => void = () => undefined;
     const sandbox: LocalSandbox = {
       id: sandboxId,
       shell,
@@ -412,6 +434,9 @@ export class LocalBackend implements Backend {
       rules: undefined,
       exited: new Promise((r) => {
         resolveExited = r;
+      }),
+      execService: new Promise((r) => {
+        resolveExecService = r;
       }),
     };
     this.sandboxes.set(sandboxId, sandbox);
@@ -507,7 +532,17 @@ export class LocalBackend implements Backend {
         try {
           child = spawn(
             this.nsexec,
-            ["-u", String(shell.uid), ...procs, ...netnsArgs, "--", this.bwrap, ...args],
+            [
+              "-u",
+              String(shell.uid),
+              ...procs,
+              ...netnsArgs,
+              "-Z",
+              join(dir, EXEC_SOCKET),
+              "--",
+              this.bwrap,
+              ...args,
+            ],
             {
               stdio: ["ignore", "pipe", "pipe", "pipe", ...boundFds],
             },
@@ -532,12 +567,18 @@ export class LocalBackend implements Backend {
         const lines = createInterface({ input: status as NodeJS.ReadableStream });
         lines.on("line", (line) => {
           try {
-            const message = JSON.parse(line) as { "child-pid"?: number; "exit-code"?: number };
+            const message = JSON.parse(line) as {
+              "child-pid"?: number;
+              "exit-code"?: number;
+              "paddock-exec"?: string;
+            };
             if (message["child-pid"] !== undefined) {
               sandbox.initPid = message["child-pid"];
               resolve();
             }
             if (message["exit-code"] !== undefined) bwrapExitCode = message["exit-code"];
+            if (message["paddock-exec"] !== undefined)
+              resolveExecService(message["paddock-exec"] === "ready");
           } catch {
             // not a status line
           }
@@ -572,6 +613,7 @@ export class LocalBackend implements Backend {
             onChange,
           );
         }
+        resolveExecService(false);
         resolveExited();
       });
       await started;
@@ -580,6 +622,10 @@ export class LocalBackend implements Backend {
         await sandbox.exited;
         return sandbox.observed;
       }
+      // Its exec service is there when the first command comes (it joins as the command starts).
+      const timer = setTimeout(() => resolveExecService(false), EXEC_SERVICE_WAIT_MS);
+      await sandbox.execService;
+      clearTimeout(timer);
       this.update(
         sandbox,
         { status: "SANDBOX_STATUS_RUNNING", statusReason: "", startedAtMs: Date.now() },
@@ -588,6 +634,7 @@ export class LocalBackend implements Backend {
       return sandbox.observed;
     } catch (error) {
       sandbox.process?.kill("SIGKILL");
+      resolveExecService(false);
       resolveExited();
       await this.cleanup(sandbox);
       this.sandboxes.delete(sandboxId);
@@ -741,20 +788,29 @@ export class LocalBackend implements Backend {
   async exec(sandboxId: string, request: ExecRequest, signal: AbortSignal): Promise<ExecResult> {
     const sandbox = this.running(sandboxId);
     const env = { ...sandbox.env, ...request.env };
-    const args = [
-      ...this.enterArgs(sandbox),
-      "-w",
-      request.workingDir || WORKDIR,
-      ...Object.entries(env).flatMap(([k, v]) => ["-e", `${k}=${v}`]),
-      "--",
-      ...request.command,
-    ];
-    const result = await runHelper(this.nsexec, args, {
+    const command = {
+      command: request.command,
+      env,
+      workingDir: request.workingDir || WORKDIR,
       stdin: request.stdin,
       maxOutputBytes: request.maxOutputBytes,
       timeoutMs: request.timeoutMs,
       signal,
-    });
+    };
+    const result =
+      (await this.execThroughService(sandbox, command)) ??
+      (await runHelper(
+        this.nsexec,
+        [
+          ...this.enterArgs(sandbox),
+          "-w",
+          command.workingDir,
+          ...Object.entries(env).flatMap(([k, v]) => ["-e", `${k}=${v}`]),
+          "--",
+          ...request.command,
+        ],
+        command,
+      ));
     if (result.timedOut) {
       throw new AppError(
         "DEADLINE_EXCEEDED",
@@ -778,6 +834,28 @@ export class LocalBackend implements Backend {
       stdoutTruncated: result.stdoutTruncated,
       stderrTruncated: result.stderrTruncated,
     };
+  }
+
+  /** Undefined when the sandbox has no exec service to take it: the caller enters the slow way. */
+  private async execThroughService(
+    sandbox: LocalSandbox,
+    command: ServiceCommand,
+  ): Promise<HelperResult | undefined> {
+    if (!(await sandbox.execService)) return undefined;
+    try {
+      return await runThroughService(join(sandbox.shell.dir, EXEC_SOCKET), command);
+    } catch (error) {
+      if (error instanceof ExecServiceUnreachable) return undefined;
+      if (error instanceof ExecServiceGone)
+        throw new AppError(
+          "FAILED_PRECONDITION",
+          `sandbox ${sandbox.id} ended during the command`,
+          {
+            reason: "SANDBOX_NOT_RUNNING",
+          },
+        );
+      throw error;
+    }
   }
 
   async readFile(

@@ -1,0 +1,143 @@
+import { closeSync, openSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { basename, dirname } from "node:path";
+import { CappedBuffer } from "../capped-buffer.js";
+import type { HelperResult } from "./helper-process.js";
+
+export interface ServiceCommand {
+  command: string[];
+  env: Record<string, string>;
+  workingDir: string;
+  stdin: Buffer;
+  maxOutputBytes: number;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** The service could not be reached: the caller may still enter the sandbox the slow way. */
+export class ExecServiceUnreachable extends Error {}
+
+/** The service's connection ended before the command's status came: the sandbox is going. */
+export class ExecServiceGone extends Error {}
+
+const FRAME_HEADER = 5;
+const STDOUT = 1;
+const STDERR = 2;
+const EXIT = 3;
+
+/**
+ * A request to paddock-nsexec's exec service: two uint32s (spec and stdin
+ * lengths), the spec as NUL-terminated items ("a" argument, "e" KEY=VALUE,
+ * "w" working directory), then stdin.
+ */
+export function encodeRequest(c: Pick<ServiceCommand, "command" | "env" | "workingDir" | "stdin">) {
+  const items = [
+    ...(c.workingDir ? [`w${c.workingDir}`] : []),
+    ...Object.entries(c.env).map(([k, v]) => `e${k}=${v}`),
+    ...c.command.map((a) => `a${a}`),
+  ];
+  const spec = Buffer.from(items.map((i) => `${i}\0`).join(""));
+  const head = Buffer.alloc(8);
+  head.writeUInt32LE(spec.length, 0);
+  head.writeUInt32LE(c.stdin.length, 4);
+  return Buffer.concat([head, spec, c.stdin]);
+}
+
+/** Splits the service's answer into frames as they arrive: stdout, stderr, then the exit status. */
+export class FrameReader {
+  private buffered: Buffer = Buffer.alloc(0);
+  constructor(
+    private readonly on: {
+      output(stream: 1 | 2, data: Buffer): void;
+      exit(code: number): void;
+    },
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.buffered = this.buffered.length ? Buffer.concat([this.buffered, chunk]) : chunk;
+    while (this.buffered.length >= FRAME_HEADER) {
+      const length = this.buffered.readUInt32LE(1);
+      if (this.buffered.length < FRAME_HEADER + length) return;
+      const kind = this.buffered[0];
+      const data = this.buffered.subarray(FRAME_HEADER, FRAME_HEADER + length);
+      this.buffered = this.buffered.subarray(FRAME_HEADER + length);
+      if (kind === STDOUT || kind === STDERR) this.on.output(kind, data);
+      else if (kind === EXIT) this.on.exit(data.readInt32LE(0));
+    }
+  }
+}
+
+/**
+ * Runs a command through a sandbox's exec service (paddock-nsexec -Z) at
+ * socketPath: no process is spawned here, and the command forks from a
+ * process already inside the sandbox. Closing the connection kills it, which
+ * is how a timeout or an abort ends it.
+ */
+export function runThroughService(socketPath: string, c: ServiceCommand): Promise<HelperResult> {
+  return new Promise((resolve, reject) => {
+    const stdout = new CappedBuffer(c.maxOutputBytes);
+    const stderr = new CappedBuffer(c.maxOutputBytes);
+    let timedOut = false;
+    let settled = false;
+    let socket: Socket | undefined;
+    const settle = (finish: () => void) => {
+      if (settled) return;
+      settled = true;
+      if (timer) clearTimeout(timer);
+      c.signal?.removeEventListener("abort", kill);
+      socket?.destroy();
+      finish();
+    };
+    const result = (code: number): HelperResult => ({
+      code,
+      stdout: stdout.value(),
+      stderr: stderr.value(),
+      stdoutTruncated: stdout.truncated,
+      stderrTruncated: stderr.truncated,
+      timedOut,
+    });
+    const kill = () => settle(() => resolve(result(137)));
+    const timer =
+      c.timeoutMs !== undefined
+        ? setTimeout(() => {
+            timedOut = true;
+            kill();
+          }, c.timeoutMs)
+        : undefined;
+    c.signal?.addEventListener("abort", kill, { once: true });
+    // A sockaddr_un holds 108 bytes; the socket's directory may be deeper: reach it through an fd.
+    let dirFd: number | undefined;
+    try {
+      dirFd = openSync(dirname(socketPath), "r");
+    } catch (error) {
+      settle(() => reject(new ExecServiceUnreachable((error as Error).message)));
+      return;
+    }
+    const closeDir = () => {
+      if (dirFd !== undefined) closeSync(dirFd);
+      dirFd = undefined;
+    };
+    const frames = new FrameReader({
+      output: (stream, data) => (stream === STDOUT ? stdout : stderr).push(data),
+      exit: (code) => settle(() => resolve(result(code))),
+    });
+    socket = connect(`/proc/self/fd/${dirFd}/${basename(socketPath)}`);
+    let connected = false;
+    socket.once("connect", () => {
+      connected = true;
+      closeDir();
+      socket?.write(encodeRequest(c));
+    });
+    socket.on("data", (chunk: Buffer) => frames.push(chunk));
+    socket.once("error", (error) => {
+      closeDir();
+      const failure = connected
+        ? new ExecServiceGone(error.message)
+        : new ExecServiceUnreachable(error.message);
+      settle(() => reject(failure));
+    });
+    socket.once("close", () =>
+      settle(() => reject(new ExecServiceGone("the exec service closed the connection"))),
+    );
+  });
+}
