@@ -27,11 +27,10 @@
  *
  * -Z (with -u) forks an exec service before bubblewrap runs: a process in
  * the sandbox's cgroups from birth, listening on the unix socket SOCKET
- * (mode 0600, root's). It learns the sandbox's init pid from bubblewrap's
- * --info-fd (which -Z adds), waits for the sandbox's command to start, joins
- * its namespaces as the sandbox's root (an unprivileged uid on the host),
- * writes {"paddock-exec": "ready"} (or "unavailable: why") to fd 3, then
- * runs the commands its clients send (see struct run for the protocol). A
+ * (mode 0600, root's). Once the sandbox's command runs, the runner sends it
+ * the sandbox's init pid; it joins the sandbox's namespaces as its root (an
+ * unprivileged uid on the host), drops every capability, and from then on
+ * runs the commands its clients send (see exec_service and struct run). A
  * command forked by a process already in the cgroups is counted there
  * without a cgroup attach, which on cgroup v1 waits for an RCU grace period
  * (10-15 ms); the namespaces are not joined again either, and the runner
@@ -361,9 +360,6 @@ static int write_file(char *path) {
   return 0;
 }
 
-/* The write end of the pipe bubblewrap's --info-fd writes to; the exec service reads the other. */
-static int info_fd = -1;
-
 /*
  * -S: says it is ready on fd 3, then reads FD=PATH entries and ARGV from
  * stdin (NUL-separated, until EOF), opening each PATH onto its FD.
@@ -401,11 +397,6 @@ static char **read_staged_command(void) {
     char *eq = strchr(item, '=');
     if (!eq) die(125, "staged entry");
     int target = atoi(item);
-    if (target == info_fd) {
-      /* Entries come in ascending order: moving past this one moves it out of the way. */
-      info_fd = fcntl(info_fd, F_DUPFD_CLOEXEC, target + 1);
-      if (info_fd < 0) die(125, "info fd");
-    }
     int fd = open(eq + 1, O_RDONLY);
     if (fd < 0) die(125, eq + 1);
     if (fd != target) {
@@ -469,51 +460,6 @@ static int unix_socket_at(const char *path, int listening) {
   close(fd);
   errno = saved;
   return -1;
-}
-
-static void report(int fd, const char *what, const char *detail) {
-  char line[512];
-  int n = snprintf(line, sizeof line, "{\"paddock-exec\": \"%s%s%s\"}\n", what, detail ? ": " : "",
-                   detail ? detail : "");
-  if (n > 0) write_all(fd, line, n < (int)sizeof line ? n : (int)sizeof line - 1);
-}
-
-/*
- * The sandbox's init pid, from bubblewrap's --info-fd JSON ({"child-pid": N,
- * ...}). Read to the end: bubblewrap writes it in pieces and dies of
- * SIGPIPE if the reader goes early.
- */
-static pid_t read_child_pid(int info) {
-  char text[4096];
-  size_t size = 0;
-  for (;;) {
-    ssize_t n = read(info, text + size, sizeof text - 1 - size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    size += (size_t)n;
-    if (size == sizeof text - 1) size = 0; /* never this long: keep draining */
-  }
-  text[size] = '\0';
-  char *key = strstr(text, "\"child-pid\"");
-  char *colon = key ? strchr(key, ':') : NULL;
-  return colon ? (pid_t)atoi(colon + 1) : 0;
-}
-
-/* bubblewrap's init forks the command once the sandbox is set up (user ids mapped, root pivoted). */
-static int wait_for_command(pid_t init) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)init, (int)init);
-  struct timespec pause = {0, 100 * 1000};
-  for (int i = 0; i < 100000; i++) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    char c;
-    ssize_t n = read(fd, &c, 1);
-    close(fd);
-    if (n > 0) return 1;
-    nanosleep(&pause, NULL);
-  }
-  return 0;
 }
 
 #define MAX_RUNS 256
@@ -756,29 +702,36 @@ static void serve(int listener) {
   }
 }
 
-/* The exec service's life: it dies with bubblewrap, says on STATUS whether it could join the sandbox, then serves. */
-static void exec_service(int listener, int info, int status, pid_t parent) {
+/*
+ * The exec service's life: it dies with bubblewrap; its first client (the
+ * runner, once the sandbox's command runs) sends the sandbox's init pid as
+ * a uint32 and gets "ready\n" once the service has joined the sandbox, or
+ * "unavailable: why\n"; every later client sends a command.
+ */
+static void exec_service(int listener, pid_t parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (getppid() != parent) _exit(0);
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   setsid();
   int null = open("/dev/null", O_RDWR | O_CLOEXEC);
   for (int k = 0; k < 3; k++) dup2(null, k);
-  int keep[3] = {listener, info, status};
-  close_fds_except(keep, 3);
-  pid_t init = read_child_pid(info);
-  close(info);
-  if (init <= 0) {
-    report(status, "unavailable", "bubblewrap reported no pid");
-    _exit(0);
+  close_fds_except(&listener, 1);
+  signal(SIGPIPE, SIG_IGN);
+  uint32_t init = 0;
+  int conn;
+  for (;;) {
+    conn = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    if (conn < 0) continue;
+    struct timeval timeout = {2, 0};
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (read_exactly(conn, &init, sizeof init) && init > 0) break;
+    close(conn);
   }
-  if (!wait_for_command(init)) {
-    report(status, "unavailable", "the sandbox ended before its command started");
-    _exit(0);
-  }
-  const char *failed = join_sandbox(init, 1);
+  const char *failed = join_sandbox((pid_t)init, 1);
   if (failed) {
-    report(status, "unavailable", failed);
+    char line[256];
+    int n = snprintf(line, sizeof line, "unavailable: %s: %s\n", failed, strerror(errno));
+    write_all(conn, line, n);
     _exit(0);
   }
   /* Nothing the commands it forks do needs a privilege: it holds none either. */
@@ -786,45 +739,19 @@ static void exec_service(int listener, int info, int status, pid_t parent) {
   /* Changing credentials cleared the parent-death signal. */
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (getppid() != parent) _exit(0);
-  report(status, "ready", NULL);
-  close(status);
+  write_all(conn, "ready\n", 6);
+  close(conn);
   serve(listener);
 }
 
 static void start_exec_service(const char *path) {
   int listener = unix_socket_at(path, 1);
   if (listener < 0) die(125, path);
-  int info[2];
-  if (pipe2(info, O_CLOEXEC) < 0) die(125, "pipe");
-  int status = fcntl(3, F_DUPFD_CLOEXEC, 3);
-  if (status < 0) die(125, "status fd");
   pid_t parent = getpid();
   pid_t service = fork();
   if (service < 0) die(125, "fork");
-  if (service == 0) {
-    close(info[1]);
-    exec_service(listener, info[0], status, parent);
-  }
+  if (service == 0) exec_service(listener, parent);
   close(listener);
-  close(info[0]);
-  close(status);
-  info_fd = info[1];
-}
-
-/* ARGV (bubblewrap's) with --info-fd naming the exec service's pipe, which must stay open across exec. */
-static char **with_info_fd(char **command) {
-  static char value[16];
-  static char *out[MAX_ITEMS * 8];
-  int flags = fcntl(info_fd, F_GETFD);
-  if (flags < 0 || fcntl(info_fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) die(125, "info fd");
-  snprintf(value, sizeof value, "%d", info_fd);
-  int n = 0;
-  out[n++] = command[0];
-  out[n++] = "--info-fd";
-  out[n++] = value;
-  for (int k = 1; command[k] && n < MAX_ITEMS * 8 - 1; k++) out[n++] = command[k];
-  out[n] = NULL;
-  return out;
 }
 
 int main(int argc, char **argv) {
@@ -890,7 +817,6 @@ int main(int argc, char **argv) {
     }
     if (service_path) start_exec_service(service_path);
     if (staged) command = read_staged_command();
-    if (service_path) command = with_info_fd(command);
     if (setgroups(0, NULL) < 0) die(125, "setgroups");
     if (setresgid(uid, uid, uid) < 0) die(125, "setresgid");
     if (setresuid(uid, uid, uid) < 0) die(125, "setresuid");

@@ -105,32 +105,22 @@ export function runThroughService(socketPath: string, c: ServiceCommand): Promis
           }, c.timeoutMs)
         : undefined;
     c.signal?.addEventListener("abort", kill, { once: true });
-    // A sockaddr_un holds 108 bytes; the socket's directory may be deeper: reach it through an fd.
-    let dirFd: number | undefined;
-    try {
-      dirFd = openSync(dirname(socketPath), "r");
-    } catch (error) {
-      settle(() => reject(new ExecServiceUnreachable((error as Error).message)));
-      return;
-    }
-    const closeDir = () => {
-      if (dirFd !== undefined) closeSync(dirFd);
-      dirFd = undefined;
-    };
     const frames = new FrameReader({
       output: (stream, data) => (stream === STDOUT ? stdout : stderr).push(data),
       exit: (code) => settle(() => resolve(result(code))),
     });
-    socket = connect(`/proc/self/fd/${dirFd}/${basename(socketPath)}`);
     let connected = false;
-    socket.once("connect", () => {
-      connected = true;
-      closeDir();
-      socket?.write(encodeRequest(c));
-    });
+    try {
+      socket = connectAt(socketPath, () => {
+        connected = true;
+        socket?.write(encodeRequest(c));
+      });
+    } catch (error) {
+      settle(() => reject(new ExecServiceUnreachable((error as Error).message)));
+      return;
+    }
     socket.on("data", (chunk: Buffer) => frames.push(chunk));
     socket.once("error", (error) => {
-      closeDir();
       const failure = connected
         ? new ExecServiceGone(error.message)
         : new ExecServiceUnreachable(error.message);
@@ -139,5 +129,60 @@ export function runThroughService(socketPath: string, c: ServiceCommand): Promis
     socket.once("close", () =>
       settle(() => reject(new ExecServiceGone("the exec service closed the connection"))),
     );
+  });
+}
+
+/**
+ * Connects to the unix socket at socketPath, whatever its length (a
+ * sockaddr_un holds 108 bytes): through an fd of its directory.
+ */
+function connectAt(socketPath: string, onConnect: () => void): Socket {
+  const dirFd = openSync(dirname(socketPath), "r");
+  const socket = connect(`/proc/self/fd/${dirFd}/${basename(socketPath)}`);
+  const closeDir = () => closeSync(dirFd);
+  socket.once("connect", () => {
+    socket.off("error", closeDir);
+    closeDir();
+    onConnect();
+  });
+  socket.once("error", closeDir);
+  return socket;
+}
+
+/**
+ * Tells a sandbox's exec service its init pid, once the sandbox's command
+ * runs: true once it has joined the sandbox, false when it could not (or is
+ * not there); commands then take the slow way.
+ */
+export function joinExecService(
+  socketPath: string,
+  initPid: number,
+  timeoutMs: number,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    let answer = "";
+    let socket: Socket | undefined;
+    const done = (ready: boolean) => {
+      clearTimeout(timer);
+      socket?.destroy();
+      resolve(ready);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    try {
+      socket = connectAt(socketPath, () => {
+        const pid = Buffer.alloc(4);
+        pid.writeUInt32LE(initPid, 0);
+        socket?.write(pid);
+      });
+    } catch {
+      done(false);
+      return;
+    }
+    socket.on("data", (chunk: Buffer) => {
+      answer += chunk.toString();
+      if (answer.includes("\n")) done(answer.startsWith("ready\n"));
+    });
+    socket.once("error", () => done(false));
+    socket.once("close", () => done(false));
   });
 }

@@ -50,6 +50,7 @@ import { SlotClaims } from "./claims.js";
 import {
   ExecServiceGone,
   ExecServiceUnreachable,
+  joinExecService,
   runThroughService,
   type ServiceCommand,
 } from "./exec-service.js";
@@ -167,7 +168,7 @@ interface LocalSandbox {
 
 /** The exec service's socket, in a shell's directory (never mounted into the sandbox). */
 const EXEC_SOCKET = "exec.sock";
-/** How long a start waits for the exec service once the command runs; commands go the slow way without it. */
+/** How long a start waits for the exec service to join; commands go the slow way without it. */
 const EXEC_SERVICE_WAIT_MS = 2000;
 
 /**
@@ -567,18 +568,12 @@ export class LocalBackend implements Backend {
         const lines = createInterface({ input: status as NodeJS.ReadableStream });
         lines.on("line", (line) => {
           try {
-            const message = JSON.parse(line) as {
-              "child-pid"?: number;
-              "exit-code"?: number;
-              "paddock-exec"?: string;
-            };
+            const message = JSON.parse(line) as { "child-pid"?: number; "exit-code"?: number };
             if (message["child-pid"] !== undefined) {
               sandbox.initPid = message["child-pid"];
               resolve();
             }
             if (message["exit-code"] !== undefined) bwrapExitCode = message["exit-code"];
-            if (message["paddock-exec"] !== undefined)
-              resolveExecService(message["paddock-exec"] === "ready");
           } catch {
             // not a status line
           }
@@ -622,10 +617,10 @@ export class LocalBackend implements Backend {
         await sandbox.exited;
         return sandbox.observed;
       }
-      // Its exec service is there when the first command comes (it joins as the command starts).
-      const timer = setTimeout(() => resolveExecService(false), EXEC_SERVICE_WAIT_MS);
-      await sandbox.execService;
-      clearTimeout(timer);
+      // Before RUNNING: until it joins, the service is a root process in the sandbox's cgroups.
+      resolveExecService(
+        await joinExecService(join(dir, EXEC_SOCKET), sandbox.initPid, EXEC_SERVICE_WAIT_MS),
+      );
       this.update(
         sandbox,
         { status: "SANDBOX_STATUS_RUNNING", statusReason: "", startedAtMs: Date.now() },
