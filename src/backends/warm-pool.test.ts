@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { WarmPool } from "./warm-pool.js";
 
 /** The pool's own bookkeeping, with shells that are plain records (the real ones: local backend tests). */
@@ -84,6 +84,44 @@ describe("WarmPool", () => {
     p.configure(new Map([["a", 1]]));
     await p.settled();
     expect(p.counts("a").ready).toBe(1);
+  });
+
+  describe("refill timing", () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it("waits for takes to go quiet (100 ms), but never longer than 500 ms after the first", async () => {
+      const { p, made } = pool();
+      p.configure(new Map([["a", 3]]));
+      await p.settled();
+      vi.useFakeTimers();
+      p.take("a");
+      await vi.advanceTimersByTimeAsync(90);
+      expect(made()).toBe(3);
+      p.take("a"); // quiet again from here
+      await vi.advanceTimersByTimeAsync(90);
+      expect(made()).toBe(3);
+      await vi.advanceTimersByTimeAsync(20);
+      expect(made()).toBe(5);
+      expect(p.counts("a").ready).toBe(3);
+    });
+
+    it("a steady stream of takes still gets its refill, 500 ms after the first take", async () => {
+      const { p, made } = pool();
+      p.configure(new Map([["a", 10]]));
+      await p.settled();
+      vi.useFakeTimers();
+      // A take every 80 ms never leaves the pool quiet for 100 ms.
+      for (let elapsed = 0; elapsed < 480; elapsed += 80) {
+        expect(p.take("a")).toBeDefined();
+        await vi.advanceTimersByTimeAsync(80);
+      }
+      expect(made()).toBe(10);
+      expect(p.take("a")).toBeDefined();
+      await vi.advanceTimersByTimeAsync(30);
+      expect(made()).toBe(17);
+    });
   });
 
   it("close destroys every ready shell and stops refilling", async () => {

@@ -16,8 +16,15 @@ export interface WarmPoolCounts {
   ready: number;
 }
 
-/** How long the pool waits after a take before refilling: the start that took a shell comes first. */
-const REFILL_DELAY_MS = 25;
+/**
+ * A refill waits for takes to go quiet this long: building a shell spawns
+ * processes and would slow the requests that follow a start (its first
+ * exec, a burst of other starts). It waits at most REFILL_MAX_WAIT_MS after
+ * the first take it follows, so that a steady stream of starts still gets
+ * its shells back.
+ */
+const REFILL_QUIET_MS = 100;
+const REFILL_MAX_WAIT_MS = 500;
 /** After a failed build, the pool waits this long before trying that key again. */
 const RETRY_DELAY_MS = 5_000;
 
@@ -27,6 +34,8 @@ export class WarmPool<Shell> {
   private readonly failedUntil = new Map<string, number>();
   private filling: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** When a refill after the current run of takes must start at the latest. */
+  private refillDueBy: number | undefined;
   private closed = false;
 
   constructor(private readonly hooks: WarmPoolHooks<Shell>) {}
@@ -47,7 +56,13 @@ export class WarmPool<Shell> {
   /** A ready shell for `key`, if there is one; the pool refills behind it. */
   take(key: string): Shell | undefined {
     const shell = this.ready.get(key)?.shift();
-    if (shell !== undefined) this.schedule(REFILL_DELAY_MS);
+    if (shell !== undefined && !this.closed && !this.filling) {
+      const now = Date.now();
+      this.refillDueBy ??= now + REFILL_MAX_WAIT_MS;
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.schedule(Math.max(0, Math.min(REFILL_QUIET_MS, this.refillDueBy - now)));
+    }
     return shell;
   }
 
@@ -83,6 +98,7 @@ export class WarmPool<Shell> {
     if (this.closed || this.filling || this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      this.refillDueBy = undefined;
       this.filling = this.fill().finally(() => {
         this.filling = undefined;
       });
