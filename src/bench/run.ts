@@ -9,7 +9,7 @@ import { type RunningServer, startServer } from "../server.js";
 import { startPostgres } from "../testing/postgres.js";
 import { PACKAGE_ROOT } from "../version.js";
 import { kubernetesFigures } from "./kubernetes.js";
-import { fixedRateLatencies } from "./load.js";
+import { fixedRateLatenciesInWorker } from "./load.js";
 import { getAndList, idleSandboxes, seedSandboxes } from "./scale.js";
 import { type Figure, figure, timed } from "./stats.js";
 import { wholeCommandFigures } from "./whole-command.js";
@@ -235,7 +235,7 @@ async function launch(databaseUrl?: string): Promise<Launched> {
 }
 
 function at1000(server: RunningServer, paths: string[]): Promise<number[]> {
-  return fixedRateLatencies({
+  return fixedRateLatenciesInWorker({
     url: server.url,
     token: TOKEN,
     paths,
