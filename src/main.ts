@@ -1,5 +1,5 @@
-import { Command, CommanderError, Option } from "commander";
 import { registerAdminCommands } from "./cli/admin.js";
+import { Command, CommanderError, Option } from "./cli/commander.js";
 import { CliError, describeFailure } from "./cli/context.js";
 import { registerImageCommands } from "./cli/image.js";
 import { registerLoginCommand } from "./cli/login.js";

@@ -1,5 +1,5 @@
-import { type Command, Option } from "commander";
 import { ROLES } from "../identity/roles.js";
+import { type Command, Option } from "./commander.js";
 import { clientFor } from "./context.js";
 
 export function registerAdminCommands(program: Command): void {

@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
-import { type Command, Option } from "commander";
 import type { Backend } from "../backends/backend.js";
+import { type Command, Option } from "./commander.js";
 import { CliError, globals } from "./context.js";
 
 interface StartOptions {

@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
-import { type Command, Option } from "commander";
 import { ApiError, listAll, type PaddockClient } from "../client/client.js";
 import type { SandboxWire } from "../sandboxes/sandbox.js";
+import { type Command, Option } from "./commander.js";
 import { CliError, clientFor, globals } from "./context.js";
 import { age, printData, printRows } from "./output.js";
 

@@ -1,5 +1,4 @@
 import { request as httpRequest, type IncomingMessage } from "node:http";
-import { request as httpsRequest } from "node:https";
 
 /** A small HTTP client for Paddock's API, used by the CLI and by tests. */
 
@@ -85,9 +84,12 @@ export class PaddockClient {
     const payload = body !== undefined ? Buffer.from(JSON.stringify(body)) : undefined;
     if (payload) headers["content-type"] = "application/json";
     const url = new URL(path, this.server);
+    // node:https loads only for an https server (a few ms of every command otherwise).
+    const requestFn =
+      url.protocol === "https:" ? (await import("node:https")).request : httpRequest;
     const send = () =>
       new Promise<IncomingMessage>((resolve, reject) => {
-        const request = (url.protocol === "https:" ? httpsRequest : httpRequest)(url, {
+        const request = requestFn(url, {
           method,
           headers,
           ...(signal ? { signal } : {}),
