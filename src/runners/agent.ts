@@ -22,6 +22,9 @@ import type {
 
 export const HEARTBEAT_MS = 5_000;
 
+/** A start that takes longer than this shows CREATING until it runs. */
+const CREATING_REPORT_DELAY_MS = 100;
+
 interface RequestEntry {
   abort: AbortController;
   session?: InteractiveSession;
@@ -181,9 +184,24 @@ export class RunnerAgent {
       return;
     }
     const assignment: SandboxAssignment = { ...a, spec: a.spec as unknown as LaunchSpec };
-    this.report({ ...pendingObserved(a.sandboxId), status: "SANDBOX_STATUS_CREATING" });
+    // Known at once, reported only if the start takes a while: a fast start
+    // goes from PENDING to RUNNING in one write of the control plane's store.
+    const creating: ObservedSandbox = {
+      ...pendingObserved(a.sandboxId),
+      status: "SANDBOX_STATUS_CREATING",
+    };
+    this.known.set(a.sandboxId, creating);
+    const slow = setTimeout(() => {
+      if (this.known.get(a.sandboxId) === creating)
+        this.send({ type: "status", observed: creating });
+    }, CREATING_REPORT_DELAY_MS);
     const startedAt = performance.now();
-    const observed = await this.backend.start(assignment, (o) => this.report(o));
+    let observed: ObservedSandbox;
+    try {
+      observed = await this.backend.start(assignment, (o) => this.report(o));
+    } finally {
+      clearTimeout(slow);
+    }
     this.logger.debug(
       {
         sandboxId: a.sandboxId,
