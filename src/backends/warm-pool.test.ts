@@ -91,7 +91,7 @@ describe("WarmPool", () => {
       vi.useRealTimers();
     });
 
-    it("waits for takes to go quiet (100 ms), but never longer than 500 ms after the first", async () => {
+    it("waits for takes to go quiet (100 ms), but never longer than 2 s after the first", async () => {
       const { p, made } = pool();
       p.configure(new Map([["a", 3]]));
       await p.settled();
@@ -107,20 +107,20 @@ describe("WarmPool", () => {
       expect(p.counts("a").ready).toBe(3);
     });
 
-    it("a steady stream of takes still gets its refill, 500 ms after the first take", async () => {
+    it("a steady stream of takes still gets its refill, 2 s after the first take", async () => {
       const { p, made } = pool();
-      p.configure(new Map([["a", 10]]));
+      p.configure(new Map([["a", 30]]));
       await p.settled();
       vi.useFakeTimers();
       // A take every 80 ms never leaves the pool quiet for 100 ms.
-      for (let elapsed = 0; elapsed < 480; elapsed += 80) {
+      for (let elapsed = 0; elapsed < 1920; elapsed += 80) {
         expect(p.take("a")).toBeDefined();
         await vi.advanceTimersByTimeAsync(80);
       }
-      expect(made()).toBe(10);
+      expect(made()).toBe(30);
       expect(p.take("a")).toBeDefined();
-      await vi.advanceTimersByTimeAsync(30);
-      expect(made()).toBe(17);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(made()).toBeGreaterThan(30);
     });
   });
 

@@ -24,7 +24,7 @@ export interface WarmPoolCounts {
  * its shells back.
  */
 const REFILL_QUIET_MS = 100;
-const REFILL_MAX_WAIT_MS = 500;
+const REFILL_MAX_WAIT_MS = 2000;
 /** After a failed build, the pool waits this long before trying that key again. */
 const RETRY_DELAY_MS = 5_000;
 

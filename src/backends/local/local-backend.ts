@@ -15,6 +15,7 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { writeFile as writeFileAsync } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
 import { networkInterfaces } from "node:os";
 import { join, resolve } from "node:path";
@@ -122,6 +123,8 @@ interface Shell {
    * namespace (the slow part of a start), waiting for bubblewrap's arguments.
    */
   staged?: ChildProcess | undefined;
+  /** A warm shell's main-process log, opened ahead; a start hands it to its LogWriter. */
+  logFd?: number | undefined;
 }
 
 /** Everything a shell is built for: a start takes only a shell whose spec is equal. */
@@ -262,6 +265,9 @@ export class LocalBackend implements Backend {
         writeFileSync(join(shell.dir, "etc", file), content);
         chownSync(join(shell.dir, "etc", file), uid, uid);
       }
+      // Which shell a sandbox's directory holds (its cgroup's and namespace's name), for after a restart.
+      writeFileSync(join(shell.dir, "state.json"), JSON.stringify({ uid, shell: name }));
+      if (warm) shell.logFd = openSync(join(shell.dir, "log"), "a", 0o600);
       shell.cgroup.create({
         memoryBytes: spec.memoryLimit ? memoryBytes(spec.memoryLimit) : undefined,
         cpuMillicores: spec.cpuLimit ? cpuMillicores(spec.cpuLimit) : undefined,
@@ -318,6 +324,8 @@ export class LocalBackend implements Backend {
 
   /** Everything the shell holds on the host. */
   private async destroyShell(shell: Shell, rules: { groupSets: string[] } | undefined) {
+    if (shell.logFd !== undefined) closeSync(shell.logFd);
+    shell.logFd = undefined;
     await this.releaseProcessesAndNetwork(shell, rules);
     rmSync(shell.dir, { recursive: true, force: true });
     this.uids.release(shell.uid - FIRST_UID);
@@ -448,23 +456,24 @@ export class LocalBackend implements Backend {
         renameSync(shell.dir, dir);
         shell.dir = dir;
       }
-      writeFileSync(
-        join(dir, "state.json"),
-        JSON.stringify({ sandboxId, uid: shell.uid, shell: shell.name }),
-      );
       const dirs = Object.fromEntries(SHELL_DIRS.map((d) => [d, join(dir, d)])) as Record<
         (typeof SHELL_DIRS)[number],
         string
       >;
-      // Written in place: the files keep the owner the shell gave them.
+      // Written in place (the files keep the owner the shell gave them), on
+      // libuv's threads: many starts at once do not queue on this one.
       const etc = etcFiles(hostname);
-      for (const name of ["hostname", "hosts"] as const)
-        writeFileSync(join(dirs.etc, name), etc[name] ?? "");
-      const mountedFiles = spec.mountedFiles.map((f, i) => {
-        const hostPath = join(dir, `mounted-${i}`);
-        writeFileSync(hostPath, Buffer.from(f.fileContentBase64, "base64"), { mode: 0o644 });
-        return { hostPath, sandboxPath: f.mountPath };
-      });
+      const mountedFiles = spec.mountedFiles.map((f, i) => ({
+        hostPath: join(dir, `mounted-${i}`),
+        sandboxPath: f.mountPath,
+        content: Buffer.from(f.fileContentBase64, "base64"),
+      }));
+      await Promise.all([
+        ...(["hostname", "hosts"] as const).map((name) =>
+          writeFileAsync(join(dirs.etc, name), etc[name] ?? ""),
+        ),
+        ...mountedFiles.map((f) => writeFileAsync(f.hostPath, f.content, { mode: 0o644 })),
+      ]);
       const cgroup = shell.cgroup;
       if (shellSpec.network && shell.address) {
         const address = shell.address;
@@ -555,7 +564,8 @@ export class LocalBackend implements Backend {
         }
       }
       sandbox.process = child;
-      const log = new LogWriter(join(dir, "log"));
+      const log = new LogWriter(shell.logFd ?? join(dir, "log"));
+      shell.logFd = undefined;
       child.stdout?.on("data", (c: Buffer) => log.write("stdout", c));
       let lastStderr = "";
       child.stderr?.on("data", (c: Buffer) => {

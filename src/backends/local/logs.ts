@@ -17,11 +17,12 @@ export class LogWriter {
   };
   private static readonly MAX_LINE = 16 * 1024;
 
+  /** Appends to the file at `file`, or to `file` as an fd opened for appending (it closes it). */
   constructor(
-    path: string,
+    file: string | number,
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.fd = openSync(path, "a", 0o600);
+    this.fd = typeof file === "number" ? file : openSync(file, "a", 0o600);
   }
 
   write(stream: "stdout" | "stderr", chunk: Buffer): void {
