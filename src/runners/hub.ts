@@ -294,16 +294,21 @@ export class RunnerHub {
       ?.link.send({ type: "assign", assignment: toAssignment(sandbox) });
   }
 
-  /** Resolves once `done(sandbox)` holds (undefined once the record is gone), or at the timeout. */
+  /**
+   * Resolves once `done(sandbox)` holds (undefined once the record is gone),
+   * or at the timeout. `written`: the record as the caller just wrote it,
+   * which saves reading it back (it must not await between the write and this call).
+   */
   async waitFor(
     organizationId: string,
     sandboxId: string,
     done: (s: Sandbox | undefined) => boolean,
     timeoutMs: number,
+    written?: Sandbox,
   ): Promise<Sandbox | undefined> {
     const repo = new SandboxRepo(this.db);
     const deadline = Date.now() + timeoutMs;
-    let current = await repo.get(organizationId, sandboxId);
+    let current = written ?? (await repo.get(organizationId, sandboxId));
     for (;;) {
       if (done(current)) return current;
       const left = deadline - Date.now();

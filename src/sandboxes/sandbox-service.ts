@@ -147,6 +147,7 @@ export class SandboxService {
       sandbox.sandboxId,
       (s) => !s || s.status === "SANDBOX_STATUS_RUNNING" || isTerminal(s.status),
       START_WAIT_MS,
+      sandbox,
     );
     return settled ?? sandbox;
   }
