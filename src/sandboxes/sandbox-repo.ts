@@ -1,7 +1,7 @@
 import { type Selectable, sql } from "kysely";
 import type { Db } from "../store/database.js";
 import { finishPage, type Page } from "../store/paging.js";
-import { cachedRead } from "../store/read-cache.js";
+import { cachedRead, cachedWrite } from "../store/read-cache.js";
 import type { SandboxesTable } from "../store/schema.js";
 import { type LaunchSpec, type Sandbox, type SandboxStatus, TERMINAL_STATUSES } from "./sandbox.js";
 
@@ -124,15 +124,24 @@ export class SandboxRepo {
     };
     if (o.startedAt) set.started_at = o.startedAt;
     if (o.exposedPorts.length > 0) set.exposed_ports = JSON.stringify(o.exposedPorts);
-    const row = await this.db
-      .updateTable("sandboxes")
-      .set(set)
-      .where("organization_id", "=", organizationId)
-      .where("sandbox_id", "=", sandboxId)
-      .where("status", "not in", TERMINAL)
-      .returningAll()
-      .executeTakeFirst();
-    return row && toSandbox(row);
+    // The row it leaves is what the next get of it (an exec, say) reads.
+    return cachedWrite(
+      this.db,
+      "sandbox",
+      ["sandboxes"],
+      `${organizationId}/${sandboxId}`,
+      async () => {
+        const row = await this.db
+          .updateTable("sandboxes")
+          .set(set)
+          .where("organization_id", "=", organizationId)
+          .where("sandbox_id", "=", sandboxId)
+          .where("status", "not in", TERMINAL)
+          .returningAll()
+          .executeTakeFirst();
+        return row && toSandbox(row);
+      },
+    );
   }
 
   /** What the user wants (stop, delete), and the status that says so. */

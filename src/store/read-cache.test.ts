@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startPostgres, type TestPostgres } from "../testing/postgres.js";
 import { type OpenedStore, openStore } from "./database.js";
-import { cachedRead, writtenTables } from "./read-cache.js";
+import { cachedRead, cachedWrite, writtenTables } from "./read-cache.js";
 
 // On PostgreSQL a read runs beside an open transaction (a pool); PGlite
 // runs one statement at a time, so the same read waits for the commit.
@@ -35,6 +35,9 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
     await postgres?.stop();
   });
 
+  const readerNames = new WeakMap<object, string>();
+  const readerName = (read: object) => readerNames.get(read) ?? "";
+
   /** Reads org-a's display name through the cache, counting real loads. */
   function reader() {
     const counter = { loads: 0 };
@@ -51,6 +54,7 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
         await during?.();
         return row.display_name;
       });
+    readerNames.set(read, name);
     return { counter, read };
   }
 
@@ -166,6 +170,28 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
       (await read()).tags.push("changed");
       (await read()).tags.push("changed");
       expect((await read()).tags).toEqual(["a"]);
+    });
+
+    it("a write through the cache leaves its answer for the next read", async () => {
+      const { counter, read } = reader();
+      const renamed = (name: string, during?: () => Promise<unknown>) =>
+        cachedWrite(store.db, readerName(read), ["organizations"], "org-a", async () => {
+          const row = await store.db
+            .updateTable("organizations")
+            .set({ display_name: name })
+            .where("organization_id", "=", "org-a")
+            .returning("display_name")
+            .executeTakeFirst();
+          await during?.();
+          return row?.display_name;
+        });
+      expect(await renamed("written")).toBe("written");
+      expect(await read()).toBe("written");
+      expect(counter.loads).toBe(0);
+      // Another write finishing meanwhile: the answer may be stale, so it is not kept.
+      expect(await renamed("mine", () => rename(store.db, "theirs"))).toBe("mine");
+      expect(await read()).toBe("theirs");
+      expect(counter.loads).toBe(1);
     });
 
     it("a transaction's own reads never use the cache", async () => {

@@ -86,6 +86,24 @@ export class ReadCache<T> {
     return value;
   }
 
+  /**
+   * Runs `write()`, a single statement to this cache's tables answering the
+   * row it left under `key` (undefined: none), and keeps that answer when no
+   * other write to those tables finished meanwhile (each table moved by
+   * exactly its one bump).
+   */
+  async put(key: string, write: () => Promise<T | undefined>): Promise<T | undefined> {
+    const before = this.versions.snapshot(this.tables);
+    const value = await write();
+    const after = this.versions.snapshot(this.tables);
+    this.entries.delete(key);
+    if (value !== undefined && after.every((v, i) => v === (before[i] ?? 0) + 1)) {
+      if (this.entries.size >= MAX_ENTRIES) this.evictOldest();
+      this.entries.set(key, { value: structuredClone(value), at: after });
+    }
+    return value;
+  }
+
   private evictOldest(): void {
     const oldest = this.entries.keys().next();
     if (!oldest.done) this.entries.delete(oldest.value);
@@ -112,6 +130,18 @@ export function cachedRead<T>(
 ): Promise<T> {
   const versions = VERSIONS.get(db);
   return versions ? versions.cache<T>(cache, tables).get(key, load) : load();
+}
+
+/** `write()` through the store's named cache (see ReadCache.put); a transaction just writes. */
+export function cachedWrite<T>(
+  db: Kysely<Database>,
+  cache: string,
+  tables: readonly TableName[],
+  key: string,
+  write: () => Promise<T | undefined>,
+): Promise<T | undefined> {
+  const versions = VERSIONS.get(db);
+  return versions ? versions.cache<T>(cache, tables).put(key, write) : write();
 }
 
 export function registerVersions(db: Kysely<Database>, versions: TableVersions): void {
