@@ -110,7 +110,11 @@ export class SandboxService {
         userId: user.userId,
         runners,
         profiles,
-        activeSandboxes: await new SandboxRepo(this.db).activeCounts(user.organizationId),
+        // Only to prefer the least busy of several runners: with one, not worth a query.
+        activeSandboxes:
+          runners.length > 1
+            ? await new SandboxRepo(this.db).activeCounts(user.organizationId)
+            : new Map(),
         ceiling: { maxCpu: org?.maxCpu ?? "", maxMemory: org?.maxMemory ?? "" },
       });
     } catch (error) {
