@@ -23,13 +23,23 @@ export class SlotClaims {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
-  claim(owner: string, preferred: number): number {
+  /** Where the next claim without a preference starts looking: after the last one. */
+  private cursor = 0;
+
+  /**
+   * The first free slot from `preferred` on. Without one, from after the
+   * last slot this process claimed: each claim then tries about one file,
+   * not every slot in use, and a slot just released is not handed out again
+   * at once.
+   */
+  claim(owner: string, preferred = this.cursor): number {
     for (let i = 0; i < this.size; i++) {
       const slot = (preferred + i) % this.size;
       try {
         const fd = openSync(join(this.dir, String(slot)), "wx", 0o600);
         writeFileSync(fd, owner);
         closeSync(fd);
+        this.cursor = (slot + 1) % this.size;
         return slot;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;

@@ -247,7 +247,7 @@ export class LocalBackend implements Backend {
 
   private async makeShell(name: string, spec: ShellSpec, warm: boolean): Promise<Shell> {
     // A host uid no other sandbox on this host (of any Paddock instance) holds.
-    const uid = FIRST_UID + this.uids.claim(`${this.options.instance}/${name}`, 0);
+    const uid = FIRST_UID + this.uids.claim(`${this.options.instance}/${name}`);
     const shell: Shell = {
       name,
       uid,
