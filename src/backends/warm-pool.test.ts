@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { WarmPool } from "./warm-pool.js";
 
 /** The pool's own bookkeeping, with shells that are plain records (the real ones: local backend tests). */
-function pool(options: { failFirst?: number } = {}) {
+function pool(options: { failFirst?: number; busy?: () => boolean } = {}) {
   let made = 0;
   let failures = options.failFirst ?? 0;
   const destroyed: string[] = [];
@@ -19,6 +19,7 @@ function pool(options: { failFirst?: number } = {}) {
       destroyed.push(shell.id);
     },
     onError: (error, key) => errors.push(`${key}: ${(error as Error).message}`),
+    ...(options.busy ? { busy: options.busy } : {}),
   });
   return { p, destroyed, errors, made: () => made };
 }
@@ -105,6 +106,26 @@ describe("WarmPool", () => {
       await vi.advanceTimersByTimeAsync(20);
       expect(made()).toBe(5);
       expect(p.counts("a").ready).toBe(3);
+    });
+
+    it("waits for starts still under way, but not past 2 s after the first take", async () => {
+      let busy = true;
+      const { p, made } = pool({ busy: () => busy });
+      p.configure(new Map([["a", 2]]));
+      await p.settled();
+      vi.useFakeTimers();
+      p.take("a");
+      await vi.advanceTimersByTimeAsync(500);
+      expect(made()).toBe(2);
+      busy = false;
+      await vi.advanceTimersByTimeAsync(100);
+      expect(made()).toBe(3);
+      busy = true;
+      p.take("a");
+      await vi.advanceTimersByTimeAsync(1900);
+      expect(made()).toBe(3);
+      await vi.advanceTimersByTimeAsync(200);
+      expect(made()).toBe(4);
     });
 
     it("a steady stream of takes still gets its refill, 2 s after the first take", async () => {

@@ -9,6 +9,8 @@ export interface WarmPoolHooks<Shell> {
   make(key: string): Promise<Shell>;
   destroy(shell: Shell): Promise<void>;
   onError(error: unknown, key: string): void;
+  /** Whether starts are still under way: a refill after takes waits for them (up to its latest time). */
+  busy?(): boolean;
 }
 
 export interface WarmPoolCounts {
@@ -19,7 +21,7 @@ export interface WarmPoolCounts {
 /**
  * A refill waits for takes to go quiet this long: building a shell spawns
  * processes and would slow the requests that follow a start (its first
- * exec, a burst of other starts). It waits at most REFILL_MAX_WAIT_MS after
+ * exec, a burst of other starts, or any start still under way). It waits at most REFILL_MAX_WAIT_MS after
  * the first take it follows, so that a steady stream of starts still gets
  * its shells back.
  */
@@ -98,6 +100,11 @@ export class WarmPool<Shell> {
     if (this.closed || this.filling || this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      const due = this.refillDueBy;
+      if (due !== undefined && Date.now() < due && this.hooks.busy?.()) {
+        this.schedule(Math.min(REFILL_QUIET_MS, due - Date.now()));
+        return;
+      }
       this.refillDueBy = undefined;
       this.filling = this.fill().finally(() => {
         this.filling = undefined;

@@ -194,6 +194,8 @@ export class LocalBackend implements Backend {
   private poolConfig: WarmPoolConfig[] = [];
   /** Starts polling for their command to run (see commandStarted). */
   private startsWaiting = 0;
+  /** Starts not yet answered: a warm pool's refill waits for them. */
+  private startsUnderWay = 0;
   private readonly poolUse = new Map<string, { hits: number; misses: number }>();
 
   constructor(private readonly options: LocalBackendOptions) {
@@ -216,6 +218,7 @@ export class LocalBackend implements Backend {
     this.pool = new WarmPool<Shell>({
       make: (key) => this.makeShell(newShellName(), this.shellSpecs.get(key) as ShellSpec, true),
       destroy: (shell) => this.destroyShell(shell, undefined),
+      busy: () => this.startsUnderWay > 0,
       onError: (error, key) =>
         process.stderr.write(
           `paddock: warm shell for ${key} could not be built: ${(error as Error).message}\n`,
@@ -362,6 +365,18 @@ export class LocalBackend implements Backend {
   }
 
   async start(
+    assignment: SandboxAssignment,
+    onChange: (o: ObservedSandbox) => void,
+  ): Promise<ObservedSandbox> {
+    this.startsUnderWay++;
+    try {
+      return await this.startSandbox(assignment, onChange);
+    } finally {
+      this.startsUnderWay--;
+    }
+  }
+
+  private async startSandbox(
     assignment: SandboxAssignment,
     onChange: (o: ObservedSandbox) => void,
   ): Promise<ObservedSandbox> {
