@@ -19,11 +19,11 @@ export interface WarmPoolCounts {
 }
 
 /**
- * A refill waits for takes to go quiet this long: building a shell spawns
- * processes and would slow the requests that follow a start (its first
- * exec, a burst of other starts, or any start still under way). It waits at most REFILL_MAX_WAIT_MS after
- * the first take it follows, so that a steady stream of starts still gets
- * its shells back.
+ * A refill waits for takes to go quiet this long, and for starts still
+ * under way: building a shell spawns processes and would slow the requests
+ * that follow a start (its first exec, a burst of other starts). It waits
+ * at most REFILL_MAX_WAIT_MS after the first take it follows, so that a
+ * steady stream of starts still gets its shells back.
  */
 const REFILL_QUIET_MS = 100;
 const REFILL_MAX_WAIT_MS = 2000;
