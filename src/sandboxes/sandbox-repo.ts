@@ -15,6 +15,10 @@ export interface SandboxFilter {
 const TERMINAL = [...TERMINAL_STATUSES];
 
 /** Sandbox records. Rows marked `desired = deleted` wait only for their runner's clean-up. */
+/** The read cache of single sandboxes: its name, its tables, the key of one. */
+const oneSandbox = (organizationId: string, sandboxId: string) =>
+  ["sandbox", ["sandboxes"], `${organizationId}/${sandboxId}`] as const;
+
 export class SandboxRepo {
   constructor(private readonly db: Db) {}
 
@@ -24,21 +28,15 @@ export class SandboxRepo {
 
   async get(organizationId: string, sandboxId: string): Promise<Sandbox | undefined> {
     if (!/^[0-9a-f-]{36}$/i.test(sandboxId)) return undefined;
-    return cachedRead(
-      this.db,
-      "sandbox",
-      ["sandboxes"],
-      `${organizationId}/${sandboxId}`,
-      async () => {
-        const row = await this.db
-          .selectFrom("sandboxes")
-          .selectAll()
-          .where("organization_id", "=", organizationId)
-          .where("sandbox_id", "=", sandboxId)
-          .executeTakeFirst();
-        return row && toSandbox(row);
-      },
-    );
+    return cachedRead(this.db, ...oneSandbox(organizationId, sandboxId), async () => {
+      const row = await this.db
+        .selectFrom("sandboxes")
+        .selectAll()
+        .where("organization_id", "=", organizationId)
+        .where("sandbox_id", "=", sandboxId)
+        .executeTakeFirst();
+      return row && toSandbox(row);
+    });
   }
 
   async list(
@@ -125,23 +123,17 @@ export class SandboxRepo {
     if (o.startedAt) set.started_at = o.startedAt;
     if (o.exposedPorts.length > 0) set.exposed_ports = JSON.stringify(o.exposedPorts);
     // The row it leaves is what the next get of it (an exec, say) reads.
-    return cachedWrite(
-      this.db,
-      "sandbox",
-      ["sandboxes"],
-      `${organizationId}/${sandboxId}`,
-      async () => {
-        const row = await this.db
-          .updateTable("sandboxes")
-          .set(set)
-          .where("organization_id", "=", organizationId)
-          .where("sandbox_id", "=", sandboxId)
-          .where("status", "not in", TERMINAL)
-          .returningAll()
-          .executeTakeFirst();
-        return row && toSandbox(row);
-      },
-    );
+    return cachedWrite(this.db, ...oneSandbox(organizationId, sandboxId), async () => {
+      const row = await this.db
+        .updateTable("sandboxes")
+        .set(set)
+        .where("organization_id", "=", organizationId)
+        .where("sandbox_id", "=", sandboxId)
+        .where("status", "not in", TERMINAL)
+        .returningAll()
+        .executeTakeFirst();
+      return row && toSandbox(row);
+    });
   }
 
   /** What the user wants (stop, delete), and the status that says so. */
