@@ -622,18 +622,22 @@ static void end_run(struct run *run) {
 
 /* Forks what clients ask for and relays each command's input, output and status. */
 static void serve(int listener) {
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &chld, NULL);
-  int reaper = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  sigset_t handled;
+  sigemptyset(&handled);
+  sigaddset(&handled, SIGCHLD);
+  sigaddset(&handled, SIGTERM);
+  sigprocmask(SIG_BLOCK, &handled, NULL);
+  int reaper = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
   if (reaper < 0) _exit(125);
   signal(SIGPIPE, SIG_IGN);
   static struct run *runs[MAX_RUNS];
   int nruns = 0;
+  /* After SIGTERM (bubblewrap gone, or a stop): no new commands; the running ones are answered. */
+  int ending = 0;
   for (;;) {
+    if (ending && nruns == 0) _exit(0);
     struct pollfd fds[2 + 4 * MAX_RUNS];
-    fds[0] = (struct pollfd){nruns < MAX_RUNS ? listener : -1, POLLIN, 0};
+    fds[0] = (struct pollfd){nruns < MAX_RUNS && !ending ? listener : -1, POLLIN, 0};
     fds[1] = (struct pollfd){reaper, POLLIN, 0};
     for (int r = 0; r < nruns; r++) {
       struct run *run = runs[r];
@@ -661,6 +665,7 @@ static void serve(int listener) {
     if (fds[1].revents & POLLIN) {
       struct signalfd_siginfo info;
       while (read(reaper, &info, sizeof info) > 0) {
+        if (info.ssi_signo == SIGTERM) ending = 1;
       }
       int status;
       pid_t pid;
@@ -703,7 +708,7 @@ static void serve(int listener) {
 }
 
 /*
- * The exec service's life: it dies with bubblewrap; its first client (the
+ * The exec service's life: it ends with bubblewrap; its first client (the
  * runner, once the sandbox's command runs) sends the sandbox's init pid as
  * a uint32 and gets "ready\n" once the service has joined the sandbox, or
  * "unavailable: why\n"; every later client sends a command.
@@ -736,8 +741,11 @@ static void exec_service(int listener, pid_t parent) {
   }
   /* Nothing the commands it forks do needs a privilege: it holds none either. */
   drop_privileges();
-  /* Changing credentials cleared the parent-death signal. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  /* Changing credentials cleared the parent-death signal. SIGTERM, not
+     SIGKILL: when the sandbox ends during a command (its main process exits,
+     or the command kills it), that command is killed with the sandbox's pid
+     namespace, and its client still gets its status. */
+  prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
   if (getppid() != parent) _exit(0);
   write_all(conn, "ready\n", 6);
   close(conn);

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_LOCAL_ROOT, instanceName } from "../src/backends/local/local-backend.js";
@@ -205,6 +205,7 @@ async function stopAndExpectClean(server: ServerProcess, instance: string, ids: 
   expect(stillRunning(runner), "the runner ends with the server").toBe(false);
   expect(instanceTraces(instance, ids, ROOT)).toEqual(NO_TRACES);
   expect(sandboxDirs(instance, ROOT), "deleted sandboxes keep no files").toEqual([]);
+  expect(existsSync(join(ROOT, instance)), "the instance's directory goes too").toBe(false);
 }
 
 /** Positive control: while the fleet runs, the probes do see its traces. */

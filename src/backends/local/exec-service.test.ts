@@ -129,6 +129,21 @@ describe("exec service (local backend)", () => {
     );
   });
 
+  it("a command the sandbox's end kills still gets its answer: its status, not an error", async () => {
+    const res = await t.call("POST", `${BASE}?wait=true`, {
+      command: "sh",
+      args: ["-c", "while [ ! -e /tmp/go ]; do sleep 0.01; done"],
+    });
+    const ending = res.body.sandboxId as string;
+    // The main process exits once /tmp/go exists, and the sandbox with it, during the sleep.
+    const r = await t.call("POST", `${BASE}/${ending}/exec`, {
+      command: ["sh", "-c", "touch /tmp/go; exec sleep 5"],
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.exitCode).toBe(137);
+    await t.call("DELETE", `${BASE}/${ending}`);
+  });
+
   it("still runs commands the slow way when the service cannot be reached", async () => {
     unlinkSync(socketPath());
     expect(existsSync(socketPath())).toBe(false);

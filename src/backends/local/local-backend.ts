@@ -12,6 +12,7 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  rmdirSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -985,6 +986,7 @@ export class LocalBackend implements Backend {
     await Promise.all([...this.sandboxes.keys()].map((id) => this.remove(id)));
     await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
+    this.removeDirectoryIfEmpty();
   }
 
   async close(): Promise<void> {
@@ -1000,6 +1002,22 @@ export class LocalBackend implements Backend {
       await this.releaseProcessesAndNetwork(sandbox.shell, sandbox.rules);
     await this.network.close();
     if (this.cgroups) removeParentGroups(this.cgroups);
+    this.removeDirectoryIfEmpty();
+  }
+
+  /** The instance's directory goes once nothing is in it: a sandbox's files (its logs) keep it. */
+  private removeDirectoryIfEmpty(): void {
+    for (const dir of [
+      join(this.stateDir, "pool"),
+      join(this.stateDir, "sandboxes"),
+      this.stateDir,
+    ]) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // not empty, or gone already
+      }
+    }
   }
 }
 
