@@ -104,12 +104,20 @@ describe("warm pools (local backend)", () => {
   it("keeps shells ready: uid, directories, cgroup with the profile's limits, loopback-only namespace", async () => {
     expect(await untilReady(3)).toBe(3);
     const shells = readyShells();
-    const groups = instanceCgroupDirs(instance).map((d) => d.split("/").pop());
+    // A shell's directory comes first as it is built: its cgroup follows.
+    const groups = await settle(
+      () => instanceCgroupDirs(instance).map((d) => d.split("/").pop()),
+      (names) => shells.every((shell) => names.includes(shell)),
+    );
     for (const shell of shells) expect(groups).toContain(shell);
     const claimed = slotClaims(instance).map((o) => o.split("/")[1]);
     expect(claimed.sort()).toEqual([...shells].sort());
     // Positive control for the cleanup checks below: the namespaces exist.
-    expect(netnsList().filter((n) => n.startsWith("pdk-")).length).toBeGreaterThanOrEqual(3);
+    const namespaces = await settle(
+      () => netnsList().filter((n) => n.startsWith("pdk-")).length,
+      (n) => n >= 3,
+    );
+    expect(namespaces).toBeGreaterThanOrEqual(3);
   });
 
   it("a start takes a ready shell, runs isolated in it, and the pool refills behind it", async () => {
