@@ -58,19 +58,19 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -629,7 +629,6 @@ static void serve(int listener) {
   sigprocmask(SIG_BLOCK, &handled, NULL);
   int reaper = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
   if (reaper < 0) _exit(125);
-  signal(SIGPIPE, SIG_IGN);
   static struct run *runs[MAX_RUNS];
   int nruns = 0;
   /* After SIGTERM (bubblewrap gone, or a stop): no new commands; the running ones are answered. */
