@@ -1,4 +1,5 @@
 import { request as httpRequest, type IncomingMessage } from "node:http";
+import { buffer as readBody } from "node:stream/consumers";
 
 /** A small HTTP client for Paddock's API, used by the CLI and by tests. */
 
@@ -45,7 +46,7 @@ export class PaddockClient {
     body?: unknown,
     signal?: AbortSignal,
   ): Promise<T> {
-    const text = (await readAll(await this.request(method, path, body, signal))).toString("utf8");
+    const text = (await readBody(await this.request(method, path, body, signal))).toString("utf8");
     return (text === "" ? {} : JSON.parse(text)) as T;
   }
 
@@ -64,7 +65,7 @@ export class PaddockClient {
 
   /** A raw answer (file bytes). */
   async bytes(path: string): Promise<Buffer> {
-    return readAll(await this.request("GET", path));
+    return readBody(await this.request("GET", path));
   }
 
   /** A streamed answer (logs), chunk by chunk. */
@@ -112,7 +113,7 @@ export class PaddockClient {
     }
     const status = response.statusCode ?? 0;
     if (status >= 200 && status < 300) return response;
-    const text = (await readAll(response)).toString("utf8");
+    const text = (await readBody(response)).toString("utf8");
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -126,12 +127,6 @@ export class PaddockClient {
         : { code: 2, message: `HTTP ${status}: ${text.slice(0, 200)}`, details: [] },
     );
   }
-}
-
-async function readAll(response: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of response) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }
 
 const IDEMPOTENT = new Set(["GET", "PUT", "DELETE"]);

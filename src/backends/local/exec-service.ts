@@ -2,7 +2,7 @@ import { closeSync, openSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { basename, dirname } from "node:path";
 import { CappedBuffer } from "../capped-buffer.js";
-import type { HelperResult } from "./helper-process.js";
+import { type HelperResult, helperResult } from "./helper-process.js";
 
 export interface ServiceCommand {
   command: string[];
@@ -88,14 +88,7 @@ export function runThroughService(socketPath: string, c: ServiceCommand): Promis
       socket?.destroy();
       finish();
     };
-    const result = (code: number): HelperResult => ({
-      code,
-      stdout: stdout.value(),
-      stderr: stderr.value(),
-      stdoutTruncated: stdout.truncated,
-      stderrTruncated: stderr.truncated,
-      timedOut,
-    });
+    const result = (code: number) => helperResult(code, stdout, stderr, timedOut);
     const kill = () => settle(() => resolve(result(137)));
     const timer =
       c.timeoutMs !== undefined

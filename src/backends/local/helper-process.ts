@@ -10,6 +10,23 @@ export interface HelperResult {
   timedOut: boolean;
 }
 
+/** A finished command's status and what it wrote, as its capped buffers kept it. */
+export function helperResult(
+  code: number,
+  stdout: CappedBuffer,
+  stderr: CappedBuffer,
+  timedOut: boolean,
+): HelperResult {
+  return {
+    code,
+    stdout: stdout.value(),
+    stderr: stderr.value(),
+    stdoutTruncated: stdout.truncated,
+    stderrTruncated: stderr.truncated,
+    timedOut,
+  };
+}
+
 /**
  * Runs a helper to completion: stdin written then closed, output capped,
  * SIGTERM on timeout or abort (the nsexec helper turns that into SIGKILL
@@ -52,14 +69,14 @@ export function runHelper(
       options.signal?.removeEventListener("abort", kill);
       child.stdout.destroy();
       child.stderr.destroy();
-      resolve({
-        code: exit.code ?? 128 + (exit.signal ? signalNumber(exit.signal) : 0),
-        stdout: stdout.value(),
-        stderr: stderr.value(),
-        stdoutTruncated: stdout.truncated,
-        stderrTruncated: stderr.truncated,
-        timedOut,
-      });
+      resolve(
+        helperResult(
+          exit.code ?? 128 + (exit.signal ? signalNumber(exit.signal) : 0),
+          stdout,
+          stderr,
+          timedOut,
+        ),
+      );
     };
     child.once("close", finish);
     // A background process the command started may hold the pipes open long

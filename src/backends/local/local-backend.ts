@@ -193,9 +193,7 @@ export class LocalBackend implements Backend {
   private readonly pool: WarmPool<Shell>;
   private readonly shellSpecs = new Map<string, ShellSpec>();
   private poolConfig: WarmPoolConfig[] = [];
-  /** Starts polling for their command to run (see commandStarted). */
-  private startsWaiting = 0;
-  /** Starts not yet answered: a warm pool's refill waits for them. */
+  /** Starts not yet answered: a warm pool's refill waits for them, their polls thin out (commandStarted). */
   private startsUnderWay = 0;
   private readonly poolUse = new Map<string, { hits: number; misses: number }>();
 
@@ -640,14 +638,7 @@ export class LocalBackend implements Backend {
         resolveExited();
       });
       await started;
-      this.startsWaiting++;
-      let running: boolean;
-      try {
-        running = await commandStarted(sandbox.initPid, child, () => this.startsWaiting);
-      } finally {
-        this.startsWaiting--;
-      }
-      if (!running) {
+      if (!(await commandStarted(sandbox.initPid, child, () => this.startsUnderWay))) {
         // It ended during setup: the exit handler has the reason.
         await sandbox.exited;
         return sandbox.observed;
@@ -1024,18 +1015,15 @@ export class LocalBackend implements Backend {
 /**
  * bubblewrap reports its init's pid right after cloning it, before the
  * mounts and id maps are in place; the sandbox is ready once init has forked
- * the command, which it does last.
- */
-/**
- * Polls until bubblewrap's init has forked the command (the sandbox is set
- * up). Each poll is a read of /proc: with many starts waiting at once, each
- * polls less often (every `waiting / 10` ms), so that together they read
- * about ten times a millisecond instead of crowding out the starts they wait for.
+ * the command, which it does last. Each poll is a read of /proc: with many
+ * starts under way, each polls less often (every `starts / 10` ms), so that
+ * together they read about ten times a millisecond instead of crowding out
+ * the starts they wait for.
  */
 async function commandStarted(
   initPid: number,
   child: ChildProcess,
-  waiting: () => number,
+  starts: () => number,
 ): Promise<boolean> {
   const children = `/proc/${initPid}/task/${initPid}/children`;
   const deadline = Date.now() + 10_000;
@@ -1046,8 +1034,8 @@ async function commandStarted(
     } catch {
       return false; // init is gone: the exit handler reports why
     }
-    const alone = waiting() <= 1;
-    const ms = alone && i < 50 ? 0 : Math.max(1, Math.ceil(waiting() / 10));
+    const alone = starts() <= 1;
+    const ms = alone && i < 50 ? 0 : Math.max(1, Math.ceil(starts() / 10));
     await new Promise((resolve) => setTimeout(resolve, ms));
   }
   throw new Error("the sandbox's command did not start within 10 s");
