@@ -5,7 +5,7 @@ import type { Clock } from "../clock.js";
 import { AppError, type ErrorCode } from "../errors.js";
 import { ProfileRepo } from "../profiles/profile-repo.js";
 import { isTerminal, nextStatus, type Sandbox } from "../sandboxes/sandbox.js";
-import { SandboxRepo } from "../sandboxes/sandbox-repo.js";
+import { type Observation, SandboxRepo } from "../sandboxes/sandbox-repo.js";
 import type { Db } from "../store/database.js";
 import type {
   AgentMessage,
@@ -31,7 +31,12 @@ interface Connection {
   /** The warm pools last sent, as JSON, so that unchanged ones are not sent again. */
   warmPoolsSent: string;
   warmPoolStats: WarmPoolStats[];
+  /** Messages not yet handled, in the order they came; CLOSED once the link is. */
+  inbox: (AgentMessage | typeof CLOSED)[];
+  draining: boolean;
 }
+
+const CLOSED = Symbol("closed");
 
 export interface RequestHandle {
   result: Promise<unknown>;
@@ -42,6 +47,8 @@ export interface RequestHandle {
 }
 
 const key = (organizationId: string, runnerId: string) => `${organizationId}/${runnerId}`;
+/** How often a wait reads the record it waits on, should a change not have woken it. */
+const SAFETY_READ_MS = 5_000;
 /** How long a call waits for its runner to (re)connect before failing UNAVAILABLE. */
 const RECONNECT_GRACE_MS = 5_000;
 
@@ -74,27 +81,61 @@ export class RunnerHub {
       pending: new Map(),
       warmPoolsSent: "",
       warmPoolStats: [],
+      inbox: [],
+      draining: false,
     };
-    // One message at a time per connection: reports of one sandbox stay in order.
-    let queue = Promise.resolve();
     link.onMessage((message) => {
-      const work = queue.then(() =>
-        this.onMessage(connection, message).catch((error: unknown) =>
-          this.logger.error({ err: error, runnerId }, "runner message failed"),
-        ),
-      );
-      queue = work;
-      this.inFlight.add(work);
-      void work.then(() => this.inFlight.delete(work));
+      connection.inbox.push(message);
+      // After the rest of what arrived with it, so that statuses sent together are written together.
+      if (connection.inbox.length === 1) setImmediate(() => this.drain(connection));
     });
     link.onClose(() => {
-      const work = queue.then(() =>
-        this.detach(connection).catch((error: unknown) =>
-          this.logger.error({ err: error, runnerId }, "recording the disconnect failed"),
-        ),
-      );
-      this.inFlight.add(work);
-      void work.then(() => this.inFlight.delete(work));
+      connection.inbox.push(CLOSED);
+      this.drain(connection);
+    });
+  }
+
+  /**
+   * Handles a connection's messages one at a time, so that reports of one
+   * sandbox stay in order. Status reports that queued up meanwhile (a burst
+   * of starts) are recorded together, in one write.
+   */
+  private drain(c: Connection): void {
+    if (c.draining) return;
+    c.draining = true;
+    const work = (async () => {
+      while (c.inbox.length > 0) {
+        let statuses = 0;
+        while ((c.inbox[statuses] as AgentMessage | undefined)?.type === "status") statuses++;
+        if (statuses > 0) {
+          const batch = c.inbox.splice(0, statuses) as Extract<AgentMessage, { type: "status" }>[];
+          await this.record(
+            c,
+            batch.map((m) => m.observed),
+          ).catch((error: unknown) =>
+            this.logger.error({ err: error, runnerId: c.runnerId }, "recording statuses failed"),
+          );
+          continue;
+        }
+        const message = c.inbox.shift() as AgentMessage | typeof CLOSED;
+        if (message === CLOSED) {
+          await this.detach(c).catch((error: unknown) =>
+            this.logger.error(
+              { err: error, runnerId: c.runnerId },
+              "recording the disconnect failed",
+            ),
+          );
+        } else {
+          await this.onMessage(c, message).catch((error: unknown) =>
+            this.logger.error({ err: error, runnerId: c.runnerId }, "runner message failed"),
+          );
+        }
+      }
+    })();
+    this.inFlight.add(work);
+    void work.then(() => {
+      this.inFlight.delete(work);
+      c.draining = false;
     });
   }
 
@@ -152,7 +193,7 @@ export class RunnerHub {
         await this.sendWarmPools(c);
         return;
       case "status":
-        await this.record(c, m.observed);
+        await this.record(c, [m.observed]);
         return;
       case "removed": {
         const repo = new SandboxRepo(this.db);
@@ -258,40 +299,44 @@ export class RunnerHub {
     });
   }
 
-  private async record(c: Connection, o: ObservedSandbox): Promise<void> {
-    const updated = await new SandboxRepo(this.db).recordObserved(c.organizationId, o.sandboxId, {
-      status: o.status,
-      statusReason: o.statusReason,
-      exitCode: o.exitCode,
-      startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : null,
-      serviceAddress: o.serviceAddress,
-      exposedPorts: o.exposedPorts,
-      updatedAt: this.clock.now(),
-    });
-    if (updated) this.events.emit(o.sandboxId, updated);
+  private async record(c: Connection, reports: ObservedSandbox[]): Promise<void> {
+    const now = this.clock.now();
+    const updated = await new SandboxRepo(this.db).recordObserved(
+      c.organizationId,
+      latestReports(reports).map((o) => observation(o, null, now)),
+    );
+    for (const [sandboxId, sandbox] of updated) this.events.emit(sandboxId, sandbox);
   }
 
   private async apply(repo: SandboxRepo, record: Sandbox, o: ObservedSandbox): Promise<Sandbox> {
     if (isTerminal(record.status)) return record;
-    const updated = await repo.recordObserved(record.organizationId, record.sandboxId, {
-      status: nextStatus(record.status, o.status),
-      statusReason: o.statusReason,
-      exitCode: o.exitCode,
-      startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : record.startedAt,
-      serviceAddress: o.serviceAddress,
-      exposedPorts: o.exposedPorts,
-      updatedAt: this.clock.now(),
-    });
+    const updated = (
+      await repo.recordObserved(record.organizationId, [
+        {
+          ...observation(o, record.startedAt, this.clock.now()),
+          status: nextStatus(record.status, o.status),
+        },
+      ])
+    ).get(record.sandboxId);
     if (!updated) return record;
     this.events.emit(record.sandboxId, updated);
     return updated;
   }
 
-  /** Tells the owning agent about a sandbox's desired state, if it is connected. */
+  /**
+   * After a write of the sandbox's record: tells the owning agent about its
+   * desired state, if it is connected, and wakes whoever waits on it here.
+   */
   push(sandbox: Sandbox): void {
     this.connections
       .get(key(sandbox.organizationId, sandbox.runnerId))
       ?.link.send({ type: "assign", assignment: toAssignment(sandbox) });
+    this.events.emit(sandbox.sandboxId, sandbox);
+  }
+
+  /** After the sandbox's record was deleted outright (it never reached a runner). */
+  gone(sandboxId: string): void {
+    this.events.emit(sandboxId, "removed");
   }
 
   /**
@@ -313,8 +358,9 @@ export class RunnerHub {
       if (done(current)) return current;
       const left = deadline - Date.now();
       if (left <= 0) return current;
-      // Woken by this process's reports (which carry the record, or nothing once it is
-      // removed); the periodic read covers reports that another replica took.
+      // Woken by every write of the record this process makes (which carries the record, or
+      // nothing once it is removed). It is the store's only writer, so the rare read is a
+      // safety net only: frequent ones cost a burst of starts a read per waiter and period.
       current = await new Promise<Sandbox | undefined>((resolve) => {
         const finish = (reported?: Sandbox | "removed") => {
           clearTimeout(timer);
@@ -323,7 +369,7 @@ export class RunnerHub {
           else if (reported) resolve(reported);
           else resolve(repo.get(organizationId, sandboxId));
         };
-        const timer = setTimeout(finish, Math.min(left, 500));
+        const timer = setTimeout(finish, Math.min(left, SAFETY_READ_MS));
         this.events.on(sandboxId, finish);
       });
     }
@@ -413,4 +459,38 @@ function orphan(sandboxId: string, c: Connection): WireAssignment {
     expiresAtMs: 0,
     recordedStatus: "SANDBOX_STATUS_TERMINATED",
   };
+}
+
+function observation(o: ObservedSandbox, startedAt: Date | null, now: Date): Observation {
+  return {
+    sandboxId: o.sandboxId,
+    status: o.status,
+    statusReason: o.statusReason,
+    exitCode: o.exitCode,
+    startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : startedAt,
+    serviceAddress: o.serviceAddress,
+    exposedPorts: o.exposedPorts,
+    updatedAt: now,
+  };
+}
+
+/**
+ * Reports in the order they came, reduced to one per sandbox that leaves what
+ * recording them one by one would: the first terminal one is final, a later
+ * one replaces an earlier one, keeping its start time and ports if it has none.
+ */
+export function latestReports(reports: readonly ObservedSandbox[]): ObservedSandbox[] {
+  const latest = new Map<string, ObservedSandbox>();
+  for (const report of reports) {
+    const earlier = latest.get(report.sandboxId);
+    if (!earlier) latest.set(report.sandboxId, report);
+    else if (!isTerminal(earlier.status)) {
+      latest.set(report.sandboxId, {
+        ...report,
+        startedAtMs: report.startedAtMs ?? earlier.startedAtMs,
+        exposedPorts: report.exposedPorts.length > 0 ? report.exposedPorts : earlier.exposedPorts,
+      });
+    }
+  }
+  return [...latest.values()];
 }

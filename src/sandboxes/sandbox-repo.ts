@@ -1,4 +1,5 @@
 import { type Selectable, sql } from "kysely";
+import { Batcher } from "../store/batcher.js";
 import type { Db } from "../store/database.js";
 import { finishPage, type Page } from "../store/paging.js";
 import { cachedRead, cachedWrite } from "../store/read-cache.js";
@@ -14,6 +15,33 @@ export interface SandboxFilter {
 
 const TERMINAL = [...TERMINAL_STATUSES];
 
+/** One batcher of inserts per store: repositories come and go with each call. */
+const INSERTS = new WeakMap<Db, Batcher<Sandbox>>();
+
+/** What a runner observed of one sandbox. */
+export type Observation = Pick<
+  Sandbox,
+  | "sandboxId"
+  | "status"
+  | "statusReason"
+  | "exitCode"
+  | "startedAt"
+  | "serviceAddress"
+  | "exposedPorts"
+  | "updatedAt"
+>;
+
+interface ObservedRow {
+  sandbox_id: string;
+  status: string;
+  status_reason: string;
+  exit_code: number | null;
+  service_address: string;
+  updated_at: Date;
+  started_at: Date | null;
+  exposed_ports: string | null;
+}
+
 /** Sandbox records. Rows marked `desired = deleted` wait only for their runner's clean-up. */
 /** The read cache of single sandboxes: its name, its tables, the key of one. */
 const oneSandbox = (organizationId: string, sandboxId: string) =>
@@ -22,8 +50,17 @@ const oneSandbox = (organizationId: string, sandboxId: string) =>
 export class SandboxRepo {
   constructor(private readonly db: Db) {}
 
-  async insert(s: Sandbox): Promise<void> {
-    await this.db.insertInto("sandboxes").values(toRow(s)).execute();
+  /** Inserts made while another is under way go in together (a burst of starts). */
+  insert(s: Sandbox): Promise<void> {
+    let batcher = INSERTS.get(this.db);
+    if (!batcher) {
+      const db = this.db;
+      batcher = new Batcher<Sandbox>(async (all) => {
+        await db.insertInto("sandboxes").values(all.map(toRow)).execute();
+      });
+      INSERTS.set(this.db, batcher);
+    }
+    return batcher.submit(s);
   }
 
   async get(organizationId: string, sandboxId: string): Promise<Sandbox | undefined> {
@@ -95,45 +132,64 @@ export class SandboxRepo {
   }
 
   /**
-   * Records what the runner observed, unless the sandbox is already terminal
-   * (terminal states are final). Touches only observed columns, so a
-   * concurrent stop or delete is never undone. Answers the updated record.
+   * Records what a runner observed of its sandboxes, in one statement however
+   * many there are, except for those already terminal (terminal states are
+   * final). Touches only observed columns, so a concurrent stop or delete is
+   * never undone; started_at and exposed_ports only when observed. Answers
+   * the updated records by sandbox id (none for a terminal or missing one).
    */
   async recordObserved(
     organizationId: string,
-    sandboxId: string,
-    o: Pick<
-      Sandbox,
-      | "status"
-      | "statusReason"
-      | "exitCode"
-      | "startedAt"
-      | "serviceAddress"
-      | "exposedPorts"
-      | "updatedAt"
-    >,
-  ): Promise<Sandbox | undefined> {
-    const set: Record<string, unknown> = {
-      status: o.status,
-      status_reason: o.statusReason,
-      exit_code: o.exitCode,
-      service_address: o.serviceAddress,
-      updated_at: o.updatedAt,
-    };
-    if (o.startedAt) set.started_at = o.startedAt;
-    if (o.exposedPorts.length > 0) set.exposed_ports = JSON.stringify(o.exposedPorts);
-    // The row it leaves is what the next get of it (an exec, say) reads.
-    return cachedWrite(this.db, ...oneSandbox(organizationId, sandboxId), async () => {
-      const row = await this.db
+    observations: readonly Observation[],
+  ): Promise<Map<string, Sandbox>> {
+    if (observations.length === 0) return new Map();
+    const column = <T>(pick: (o: Observation) => T) => observations.map(pick);
+    // One array per column, unnested into rows: a fixed number of parameters.
+    const observed = sql<ObservedRow>`unnest(
+      ${column((o) => o.sandboxId)}::uuid[],
+      ${column((o) => o.status)}::text[],
+      ${column((o) => o.statusReason)}::text[],
+      ${column((o) => o.exitCode)}::integer[],
+      ${column((o) => o.serviceAddress)}::text[],
+      ${column((o) => o.updatedAt.toISOString())}::timestamptz[],
+      ${column((o) => o.startedAt?.toISOString() ?? null)}::timestamptz[],
+      ${column((o) => (o.exposedPorts.length > 0 ? JSON.stringify(o.exposedPorts) : null))}::jsonb[]
+    )`.as<"o">(
+      sql`o(sandbox_id, status, status_reason, exit_code, service_address, updated_at, started_at, exposed_ports)`,
+    );
+    const keys = observations.map((o) => oneSandbox(organizationId, o.sandboxId)[2]);
+    // The rows it leaves are what the next gets of them (an exec, say) read.
+    const [name, tables] = oneSandbox(organizationId, "");
+    return cachedWrite(this.db, name, tables, keys, async () => {
+      const rows = await this.db
         .updateTable("sandboxes")
-        .set(set)
-        .where("organization_id", "=", organizationId)
-        .where("sandbox_id", "=", sandboxId)
-        .where("status", "not in", TERMINAL)
-        .returningAll()
-        .executeTakeFirst();
-      return row && toSandbox(row);
-    });
+        .from(observed)
+        .set((eb) => ({
+          status: eb.ref("o.status"),
+          status_reason: eb.ref("o.status_reason"),
+          exit_code: eb.ref("o.exit_code"),
+          service_address: eb.ref("o.service_address"),
+          updated_at: eb.ref("o.updated_at"),
+          started_at: eb.fn.coalesce("o.started_at", "sandboxes.started_at"),
+          exposed_ports: sql<string>`coalesce(o.exposed_ports, sandboxes.exposed_ports)`,
+        }))
+        .whereRef("sandboxes.sandbox_id", "=", "o.sandbox_id")
+        .where("sandboxes.organization_id", "=", organizationId)
+        .where("sandboxes.status", "not in", TERMINAL)
+        .returningAll("sandboxes")
+        .execute();
+      return new Map(
+        rows.map((row) => [oneSandbox(organizationId, row.sandbox_id)[2], toSandbox(row)]),
+      );
+    }).then(
+      (byKey) =>
+        new Map(
+          observations.flatMap((o) => {
+            const s = byKey.get(oneSandbox(organizationId, o.sandboxId)[2]);
+            return s ? [[o.sandboxId, s] as const] : [];
+          }),
+        ),
+    );
   }
 
   /** What the user wants (stop, delete), and the status that says so. */

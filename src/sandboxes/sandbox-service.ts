@@ -266,6 +266,7 @@ export class SandboxService {
       !this.hub.isConnected(sandbox.organizationId, sandbox.runnerId)
     ) {
       await repo.delete(sandbox.organizationId, sandbox.sandboxId);
+      this.hub.gone(sandbox.sandboxId);
       return;
     }
     const deleting = await repo.setDesired(sandbox.organizationId, sandbox.sandboxId, {

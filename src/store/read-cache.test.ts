@@ -175,16 +175,16 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
     it("a write through the cache leaves its answer for the next read", async () => {
       const { counter, read } = reader();
       const renamed = (name: string, during?: () => Promise<unknown>) =>
-        cachedWrite(store.db, readerName(read), ["organizations"], "org-a", async () => {
-          const row = await store.db
+        cachedWrite(store.db, readerName(read), ["organizations"], ["org-a"], async () => {
+          const rows = await store.db
             .updateTable("organizations")
             .set({ display_name: name })
-            .where("organization_id", "=", "org-a")
-            .returning("display_name")
-            .executeTakeFirst();
+            .where("organization_id", "in", ["org-a", "org-b"])
+            .returning(["organization_id", "display_name"])
+            .execute();
           await during?.();
-          return row?.display_name;
-        });
+          return new Map(rows.map((r) => [r.organization_id, r.display_name]));
+        }).then((rows) => rows.get("org-a"));
       expect(await renamed("written")).toBe("written");
       expect(await read()).toBe("written");
       expect(counter.loads).toBe(0);

@@ -88,20 +88,25 @@ export class ReadCache<T> {
 
   /**
    * Runs `write()`, a single statement to this cache's tables answering the
-   * row it left under `key` (undefined: none), and keeps that answer when no
-   * other write to those tables finished meanwhile (each table moved by
-   * exactly its one bump).
+   * rows it left, by key (a key it does not answer has none), and keeps those
+   * answers when no other write to those tables finished meanwhile (each
+   * table moved by exactly its one bump). Every key in `keys` is retired.
    */
-  async put(key: string, write: () => Promise<T | undefined>): Promise<T | undefined> {
+  async put(
+    keys: readonly string[],
+    write: () => Promise<Map<string, T>>,
+  ): Promise<Map<string, T>> {
     const before = this.versions.snapshot(this.tables);
-    const value = await write();
+    const values = await write();
     const after = this.versions.snapshot(this.tables);
-    this.entries.delete(key);
-    if (value !== undefined && after.every((v, i) => v === (before[i] ?? 0) + 1)) {
-      if (this.entries.size >= MAX_ENTRIES) this.evictOldest();
-      this.entries.set(key, { value: structuredClone(value), at: after });
+    for (const key of keys) this.entries.delete(key);
+    if (after.every((v, i) => v === (before[i] ?? 0) + 1)) {
+      for (const [key, value] of values) {
+        if (this.entries.size >= MAX_ENTRIES) this.evictOldest();
+        this.entries.set(key, { value: structuredClone(value), at: after });
+      }
     }
-    return value;
+    return values;
   }
 
   private evictOldest(): void {
@@ -137,11 +142,11 @@ export function cachedWrite<T>(
   db: Kysely<Database>,
   cache: string,
   tables: readonly TableName[],
-  key: string,
-  write: () => Promise<T | undefined>,
-): Promise<T | undefined> {
+  keys: readonly string[],
+  write: () => Promise<Map<string, T>>,
+): Promise<Map<string, T>> {
   const versions = VERSIONS.get(db);
-  return versions ? versions.cache<T>(cache, tables).put(key, write) : write();
+  return versions ? versions.cache<T>(cache, tables).put(keys, write) : write();
 }
 
 export function registerVersions(db: Kysely<Database>, versions: TableVersions): void {

@@ -11,6 +11,8 @@ import { ProfileRepo } from "../profiles/profile-repo.js";
 import type { ProfileSpec } from "../profiles/spec-schema.js";
 import type { Runner } from "../runners/runner.js";
 import { RunnerRepo } from "../runners/runner-repo.js";
+import type { Sandbox } from "../sandboxes/sandbox.js";
+import { SandboxRepo } from "../sandboxes/sandbox-repo.js";
 import { startPostgres, type TestPostgres } from "../testing/postgres.js";
 import {
   migrate,
@@ -606,6 +608,100 @@ describe.each(Object.keys(backends))("store contract on %s", (kind) => {
     // overrides_json is text: kept byte for byte, unlike jsonb.
     expect(gotRunner?.bindings[0]?.overridesJson).toBe(JSON.stringify(overrides));
     expect(gotRunner?.bindings[0]?.profileName).toBe("名前");
+  });
+
+  it("inserts a burst of sandboxes together, and records many runners' observations in one write", async () => {
+    const org = await newOrg();
+    const r = runner(org);
+    await runners.insert(r);
+    const repo = new SandboxRepo(store.db);
+    const at = new Date("2026-01-02T03:04:05.006Z");
+    const sandbox = (over: Partial<Sandbox> = {}): Sandbox => ({
+      sandboxId: randomUUID(),
+      organizationId: org,
+      userId: "u",
+      runnerId: r.runnerId,
+      profileId: randomUUID(),
+      profileName: "p",
+      status: "SANDBOX_STATUS_PENDING",
+      statusReason: "",
+      desired: "running",
+      gracefulShutdownSeconds: 10,
+      spec: { image: 'é"x' } as unknown as Sandbox["spec"],
+      tags: ["t"],
+      appliedEgressMode: "none",
+      appliedIngressMode: "none",
+      serviceAddress: "",
+      exposedPorts: [8080],
+      exitCode: null,
+      startedAt: null,
+      expiresAt: at,
+      createdAt: at,
+      updatedAt: at,
+      ...over,
+    });
+    const [a, b, done] = [
+      sandbox(),
+      sandbox({ startedAt: at }),
+      sandbox({ status: "SANDBOX_STATUS_COMPLETED", exitCode: 0 }),
+    ] as [Sandbox, Sandbox, Sandbox];
+    // Submitted together: one statement (a unique violation would fail all three).
+    await Promise.all([a, b, done].map((s) => repo.insert(s)));
+    expect(await repo.get(org, a.sandboxId)).toEqual(a);
+
+    // A duplicate in a burst fails alone; the others of its burst are written.
+    const c = sandbox();
+    const results = await Promise.allSettled([repo.insert(c), repo.insert({ ...a })]);
+    expect(results[0].status).toBe("fulfilled");
+    expect(results[1].status === "rejected" && pgErrorCode(results[1].reason)).toBe(
+      PG_UNIQUE_VIOLATION,
+    );
+    expect(await repo.get(org, c.sandboxId)).toEqual(c);
+
+    const later = new Date(at.getTime() + 1_000);
+    const observed = (s: Sandbox, over: Partial<Sandbox> = {}) => ({
+      sandboxId: s.sandboxId,
+      status: "SANDBOX_STATUS_RUNNING" as const,
+      statusReason: "up",
+      exitCode: null,
+      startedAt: null,
+      serviceAddress: "10.0.0.1",
+      exposedPorts: [],
+      updatedAt: later,
+      ...over,
+    });
+    const updated = await repo.recordObserved(org, [
+      observed(a, { startedAt: later, exposedPorts: [9090] }),
+      observed(b, { status: "SANDBOX_STATUS_COMPLETED", exitCode: 3 }),
+      observed(done),
+    ]);
+    // Terminal states are final: the completed one is left as it was, and not answered.
+    expect([...updated.keys()].sort()).toEqual([a.sandboxId, b.sandboxId].sort());
+    expect(await repo.get(org, done.sandboxId)).toEqual(done);
+    const changed = {
+      status: "SANDBOX_STATUS_RUNNING",
+      statusReason: "up",
+      serviceAddress: "10.0.0.1",
+      updatedAt: later,
+    };
+    expect(updated.get(a.sandboxId)).toEqual({
+      ...a,
+      ...changed,
+      startedAt: later,
+      exposedPorts: [9090],
+    });
+    // Not observed: the start time and ports stay as they were.
+    expect(updated.get(b.sandboxId)).toEqual({
+      ...b,
+      ...changed,
+      status: "SANDBOX_STATUS_COMPLETED",
+      exitCode: 3,
+    });
+    for (const s of [a, b])
+      expect(await repo.get(org, s.sandboxId)).toEqual(updated.get(s.sandboxId));
+    // Another organization's sandbox of the same id is not touched.
+    expect((await repo.recordObserved(await newOrg(), [observed(c)])).size).toBe(0);
+    expect(await repo.get(org, c.sandboxId)).toEqual(c);
   });
 
   it("round-trips timestamps as Date, to the millisecond", async () => {
