@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "../../../test/support/app.js";
@@ -6,6 +6,7 @@ import {
   FIRST_SANDBOX_UID,
   findSandboxInstance,
   instanceCgroupDirs,
+  instanceProcesses,
   localRoot,
   netnsList,
   sandboxCgroupDir,
@@ -118,6 +119,30 @@ describe("warm pools (local backend)", () => {
       (n) => n >= 3,
     );
     expect(namespaces).toBeGreaterThanOrEqual(3);
+  });
+
+  it("a ready shell's helper waits in a mount namespace of its own, without the host's network namespace mounts", async () => {
+    expect(await untilReady(3)).toBe(3);
+    const netnsMounts = (pid: number | "self") =>
+      readFileSync(`/proc/${pid}/mountinfo`, "utf8")
+        .split("\n")
+        .filter((l) => l.split(" ")[4]?.startsWith("/run/netns/"));
+    // The start helpers, not the exec services they forked (which join the sandbox's later).
+    const helpers = await settle(
+      () => {
+        const nsexec = instanceProcesses(instance).filter((p) => p.comm === "paddock-nsexec");
+        return nsexec.filter((p) => !nsexec.some((parent) => parent.pid === p.ppid));
+      },
+      (found) => found.length >= 3,
+    );
+    expect(helpers.length).toBeGreaterThanOrEqual(3);
+    const hostMounts = readlinkSync("/proc/self/ns/mnt");
+    for (const helper of helpers) {
+      expect(readlinkSync(`/proc/${helper.pid}/ns/mnt`)).not.toBe(hostMounts);
+      expect(netnsMounts(helper.pid)).toEqual([]);
+    }
+    // Detached there only: the host keeps one per shell (the detach did not propagate).
+    expect(netnsMounts("self").length).toBeGreaterThanOrEqual(3);
   });
 
   it("a start takes a ready shell, runs isolated in it, and the pool refills behind it", async () => {
