@@ -8,6 +8,7 @@ import { serveConfig } from "../config.js";
 import { type RunningServer, startServer } from "../server.js";
 import { startPostgres } from "../testing/postgres.js";
 import { PACKAGE_ROOT } from "../version.js";
+import { concurrentStarts } from "./burst.js";
 import { kubernetesFigures } from "./kubernetes.js";
 import { fixedRateLatenciesInWorker } from "./load.js";
 import { getAndList, idleSandboxes, seedSandboxes } from "./scale.js";
@@ -84,7 +85,7 @@ async function main(): Promise<void> {
     for (const pool of [0, 100]) {
       await setWarmPool(embedded, pool);
       await waitForPool(embedded, pool);
-      const { ms, ids } = await concurrentStarts(client, 100);
+      const { ms, ids } = await concurrentStarts(server.url, TOKEN, 100);
       figures.push(
         figure(
           `100 concurrent local starts, all RUNNING (${pool ? "warm pool of 100" : "cold"})`,
@@ -192,22 +193,6 @@ async function waitForPool({ poolDir }: Launched, size: number): Promise<void> {
     if (Date.now() > deadline) throw new Error(`the warm pool did not reach ${size} (${ready()})`);
     await new Promise((r) => setTimeout(r, 10));
   }
-}
-
-async function concurrentStarts(
-  client: PaddockClient,
-  count: number,
-): Promise<{ ms: number; ids: string[] }> {
-  const t0 = performance.now();
-  const started = await Promise.all(
-    Array.from({ length: count }, () =>
-      client.post<{ sandboxId: string; sandboxStatus: string }>("/v1beta2/sandboxes?wait=true", {}),
-    ),
-  );
-  const ms = performance.now() - t0;
-  const notRunning = started.filter((b) => b.sandboxStatus !== "SANDBOX_STATUS_RUNNING").length;
-  if (notRunning > 0) throw new Error(`${notRunning} of ${count} concurrent starts did not run`);
-  return { ms, ids: started.map((b) => b.sandboxId) };
 }
 
 /** A control plane with its embedded local runner, on PGlite or on `databaseUrl`. */
