@@ -11,6 +11,9 @@ import { openApiDocument } from "./openapi.js";
 import type { Route, RouteContext } from "./route.js";
 import { internalError, toRpcStatus } from "./status.js";
 
+/** Methods whose requests carry no body Paddock reads. */
+const READS = new Set(["GET", "HEAD", "OPTIONS"]);
+
 /** 32 MiB of file content is about 43 MiB once base64-encoded in JSON. */
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
 
@@ -102,20 +105,21 @@ export function createApp(deps: AppDeps): Hono {
       "request",
     );
   });
-  app.use(
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        throw new AppError(
-          "INVALID_ARGUMENT",
-          `request body is larger than ${MAX_BODY_BYTES} bytes`,
-          {
-            reason: "BODY_TOO_LARGE",
-          },
-        );
-      },
-    }),
-  );
+  const limitBody = bodyLimit({
+    maxSize: MAX_BODY_BYTES,
+    onError: () => {
+      throw new AppError(
+        "INVALID_ARGUMENT",
+        `request body is larger than ${MAX_BODY_BYTES} bytes`,
+        {
+          reason: "BODY_TOO_LARGE",
+        },
+      );
+    },
+  });
+  // Only where a body is read: looking for one builds the request's fetch
+  // Request (and its AbortSignal), which a get never needs.
+  app.use((c, next) => (READS.has(c.req.method) ? next() : limitBody(c, next)));
 
   app.get("/openapi.json", (c) => c.body(openapiText, 200, { "content-type": "application/json" }));
 
