@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startPostgres, type TestPostgres } from "../testing/postgres.js";
 import { type OpenedStore, openStore } from "./database.js";
-import { cachedRead, cachedWrite, writtenTables } from "./read-cache.js";
+import { cachedRead, cachedWrite, copyOf, writtenTables } from "./read-cache.js";
 
 // On PostgreSQL a read runs beside an open transaction (a pool); PGlite
 // runs one statement at a time, so the same read waits for the commit.
@@ -206,5 +206,44 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
       });
       expect(counter.loads).toBe(2);
     });
+  });
+});
+
+describe("copyOf", () => {
+  it("copies rows deeply: nested objects, arrays and dates are new, values equal", () => {
+    const at = new Date("2026-01-02T03:04:05.006Z");
+    const row = {
+      id: "a",
+      n: 1,
+      none: null,
+      at,
+      spec: { env: { A: "1" }, ports: [1, 2] },
+      tags: ["x"],
+    };
+    const copy = copyOf(row);
+    expect(copy).toEqual(row);
+    expect(copy.at).not.toBe(at);
+    expect(copy.at.getTime()).toBe(at.getTime());
+    copy.spec.env.A = "changed";
+    copy.spec.ports.push(3);
+    copy.tags.push("y");
+    expect(row).toEqual({
+      id: "a",
+      n: 1,
+      none: null,
+      at,
+      spec: { env: { A: "1" }, ports: [1, 2] },
+      tags: ["x"],
+    });
+  });
+
+  it("copies what is not a plain object (a Map, a Buffer) as structuredClone would", () => {
+    const value = { m: new Map([["k", { v: 1 }]]), b: Buffer.from("hi") };
+    const copy = copyOf(value);
+    expect(copy.m).not.toBe(value.m);
+    expect(copy.m.get("k")).toEqual({ v: 1 });
+    (copy.m.get("k") as { v: number }).v = 2;
+    expect(value.m.get("k")).toEqual({ v: 1 });
+    expect(Buffer.from(copy.b).toString()).toBe("hi");
   });
 });

@@ -74,14 +74,14 @@ export class ReadCache<T> {
   async get(key: string, load: () => Promise<T>): Promise<T> {
     const before = this.versions.snapshot(this.tables);
     const hit = this.entries.get(key);
-    if (hit && sameVersions(hit.at, before)) return structuredClone(hit.value);
+    if (hit && sameVersions(hit.at, before)) return copyOf(hit.value);
     const value = await load();
     const after = this.versions.snapshot(this.tables);
     // A write that finished meanwhile may or may not be in `value`.
     if (sameVersions(before, after)) {
       this.entries.delete(key);
       if (this.entries.size >= MAX_ENTRIES) this.evictOldest();
-      this.entries.set(key, { value: structuredClone(value), at: after });
+      this.entries.set(key, { value: copyOf(value), at: after });
     }
     return value;
   }
@@ -103,7 +103,7 @@ export class ReadCache<T> {
     if (after.every((v, i) => v === (before[i] ?? 0) + 1)) {
       for (const [key, value] of values) {
         if (this.entries.size >= MAX_ENTRIES) this.evictOldest();
-        this.entries.set(key, { value: structuredClone(value), at: after });
+        this.entries.set(key, { value: copyOf(value), at: after });
       }
     }
     return values;
@@ -113,6 +113,22 @@ export class ReadCache<T> {
     const oldest = this.entries.keys().next();
     if (!oldest.done) this.entries.delete(oldest.value);
   }
+}
+
+/**
+ * A deep copy of a cached value: rows made of plain objects, arrays, dates
+ * and primitives are copied by hand, several times faster than
+ * structuredClone (which serializes and parses); anything else goes
+ * through structuredClone.
+ */
+export function copyOf<T>(value: T): T {
+  if (typeof value !== "object" || value === null) return value;
+  if (value instanceof Date) return new Date(value.getTime()) as T;
+  if (Array.isArray(value)) return value.map(copyOf) as T;
+  if (Object.getPrototypeOf(value) !== Object.prototype) return structuredClone(value);
+  const copy: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) copy[k] = copyOf(v);
+  return copy as T;
 }
 
 function sameVersions(a: number[], b: number[]): boolean {
