@@ -212,22 +212,7 @@ describe.each(["pglite", "postgres"])("read cache on %s", (kind) => {
 describe("copyOf", () => {
   it("copies rows deeply: nested objects, arrays and dates are new, values equal", () => {
     const at = new Date("2026-01-02T03:04:05.006Z");
-    const row = {
-      id: "a",
-      n: 1,
-      none: null,
-      at,
-      spec: { env: { A: "1" }, ports: [1, 2] },
-      tags: ["x"],
-    };
-    const copy = copyOf(row);
-    expect(copy).toEqual(row);
-    expect(copy.at).not.toBe(at);
-    expect(copy.at.getTime()).toBe(at.getTime());
-    copy.spec.env.A = "changed";
-    copy.spec.ports.push(3);
-    copy.tags.push("y");
-    expect(row).toEqual({
+    const newRow = () => ({
       id: "a",
       n: 1,
       none: null,
@@ -235,6 +220,15 @@ describe("copyOf", () => {
       spec: { env: { A: "1" }, ports: [1, 2] },
       tags: ["x"],
     });
+    const row = newRow();
+    const copy = copyOf(row);
+    expect(copy).toEqual(row);
+    expect(copy.at).not.toBe(at);
+    expect(copy.at.getTime()).toBe(at.getTime());
+    copy.spec.env.A = "changed";
+    copy.spec.ports.push(3);
+    copy.tags.push("y");
+    expect(row).toEqual(newRow());
   });
 
   it("copies what is not a plain object (a Map, a Buffer) as structuredClone would", () => {
