@@ -166,7 +166,8 @@ export function registerSandboxCommands(
             }),
           );
         } finally {
-          await client.delete(`${BASE}/${created.sandboxId}`).catch(() => undefined);
+          // Recorded is enough: the runner removes it after this command has answered.
+          await client.delete(`${BASE}/${created.sandboxId}?wait=false`).catch(() => undefined);
         }
       },
     );

@@ -84,9 +84,13 @@ export function sandboxRoutes(sandboxes: SandboxService): Route[] {
       path: `${BASE}/{id}`,
       tag: "sandboxes",
       summary: "Delete a sandbox (stopping it first if needed)",
+      queryParams: {
+        wait: "Answer once the runner has removed it (the default), or with false once the deletion is recorded.",
+      },
       response: z.strictObject({}),
       async handle(ctx) {
-        await sandboxes.delete(ctx.principal, ctx.params.id ?? "");
+        const wait = ctx.query.get("wait") === null || flag(ctx.query, "wait");
+        await sandboxes.delete(ctx.principal, ctx.params.id ?? "", wait);
         return {};
       },
     },

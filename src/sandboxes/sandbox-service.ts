@@ -244,12 +244,17 @@ export class SandboxService {
     );
   }
 
-  /** Stops the sandbox if needed and removes it and everything its runner made for it. */
-  async delete(p: Principal, sandboxId: string): Promise<void> {
+  /**
+   * Stops the sandbox if needed and removes it and everything its runner made
+   * for it; answers once the runner has, unless `wait` is false: then once
+   * the deletion is recorded (the sandbox is gone from the API at once, and
+   * its runner removes it, now or when it is back).
+   */
+  async delete(p: Principal, sandboxId: string, wait = true): Promise<void> {
     const sandbox = await this.get(p, sandboxId);
     await this.markDeleted(sandbox);
     // A runner that is away removes it when it is back: no point in waiting for that.
-    if (!this.hub.isConnected(sandbox.organizationId, sandbox.runnerId)) return;
+    if (!wait || !this.hub.isConnected(sandbox.organizationId, sandbox.runnerId)) return;
     await this.hub.waitFor(
       sandbox.organizationId,
       sandboxId,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_EXEC_OUTPUT_BYTES, MAX_FILE_BYTES } from "../../src/sandboxes/sandbox-service.js";
 import type { TestApp, TestResponse } from "./app.js";
+import { settle } from "./host-state.js";
 
 /**
  * The backend suite: CONTRACT §6 over HTTP, against a real runner. Runs on
@@ -599,6 +600,23 @@ export function backendSuite(backend: BackendUnderTest): void {
       expect(
         ok(await t.call("GET", `${BASE}?pageSize=1000`)).sandboxes.map((x: any) => x.sandboxId),
       ).not.toContain(s.sandboxId);
+    });
+
+    it("delete ?wait=false answers once the deletion is recorded; the runner still removes it", async () => {
+      const s = await start();
+      expect(ok(await t.call("DELETE", `${BASE}/${s.sandboxId}?wait=false`))).toEqual({});
+      expectError(await t.call("GET", `${BASE}/${s.sandboxId}`), 404, 5, "SANDBOX_NOT_FOUND");
+      const row = () =>
+        t.store.db
+          .selectFrom("sandboxes")
+          .select("desired")
+          .where("sandbox_id", "=", s.sandboxId)
+          .executeTakeFirst();
+      // Answered before the runner removed it: the record waits for that.
+      expect(await row()).toEqual({ desired: "deleted" });
+      // Removed by the runner, which then drops the record.
+      await settle(row, (r) => r === undefined, 30_000);
+      expect(await row()).toBeUndefined();
     });
 
     it("ends a sandbox at maxLifetimeSeconds: TERMINATED, saying why", async () => {
