@@ -86,8 +86,7 @@ export class RunnerHub {
     };
     link.onMessage((message) => {
       connection.inbox.push(message);
-      // After the rest of what arrived with it, so that statuses sent together are written together.
-      if (connection.inbox.length === 1) setImmediate(() => this.drain(connection));
+      this.drain(connection);
     });
     link.onClose(() => {
       connection.inbox.push(CLOSED);
@@ -104,6 +103,8 @@ export class RunnerHub {
     if (c.draining) return;
     c.draining = true;
     const work = (async () => {
+      // After the rest of what arrived with the first message: statuses sent together are written together.
+      await new Promise((resolve) => setImmediate(resolve));
       while (c.inbox.length > 0) {
         let statuses = 0;
         while ((c.inbox[statuses] as AgentMessage | undefined)?.type === "status") statuses++;
@@ -136,6 +137,7 @@ export class RunnerHub {
     void work.then(() => {
       this.inFlight.delete(work);
       c.draining = false;
+      if (c.inbox.length > 0) this.drain(c);
     });
   }
 
@@ -193,7 +195,7 @@ export class RunnerHub {
         await this.sendWarmPools(c);
         return;
       case "status":
-        await this.record(c, [m.observed]);
+        // Recorded in groups by drain().
         return;
       case "removed": {
         const repo = new SandboxRepo(this.db);
