@@ -50,7 +50,7 @@ const oneSandbox = (organizationId: string, sandboxId: string) =>
 export class SandboxRepo {
   constructor(private readonly db: Db) {}
 
-  /** Inserts made while another is under way go in together (a burst of starts). */
+  /** Inserts submitted in the same round of the event loop go in one statement (a burst of starts). */
   insert(s: Sandbox): Promise<void> {
     let batcher = INSERTS.get(this.db);
     if (!batcher) {
@@ -135,8 +135,9 @@ export class SandboxRepo {
    * Records what a runner observed of its sandboxes, in one statement however
    * many there are, except for those already terminal (terminal states are
    * final). Touches only observed columns, so a concurrent stop or delete is
-   * never undone; started_at and exposed_ports only when observed. Answers
-   * the updated records by sandbox id (none for a terminal or missing one).
+   * never undone; started_at and exposed_ports only when observed. At most
+   * one observation per sandbox (see latestReports). Answers the updated
+   * records by sandbox id (none for a terminal or missing one).
    */
   async recordObserved(
     organizationId: string,
