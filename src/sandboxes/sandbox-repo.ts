@@ -42,11 +42,11 @@ interface ObservedRow {
   exposed_ports: string | null;
 }
 
-/** Sandbox records. Rows marked `desired = deleted` wait only for their runner's clean-up. */
 /** The read cache of single sandboxes: its name, its tables, the key of one. */
 const oneSandbox = (organizationId: string, sandboxId: string) =>
   ["sandbox", ["sandboxes"], `${organizationId}/${sandboxId}`] as const;
 
+/** Sandbox records. Rows marked `desired = deleted` wait only for their runner's clean-up. */
 export class SandboxRepo {
   constructor(private readonly db: Db) {}
 
