@@ -2,7 +2,7 @@ import { closeSync, openSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { basename, dirname } from "node:path";
 import { CappedBuffer } from "../capped-buffer.js";
-import { type HelperResult, helperResult } from "./helper-process.js";
+import { type HelperResult, helperResult, stopOnDeadlineOrAbort } from "./helper-process.js";
 
 export interface ServiceCommand {
   command: string[];
@@ -77,27 +77,17 @@ export function runThroughService(socketPath: string, c: ServiceCommand): Promis
   return new Promise((resolve, reject) => {
     const stdout = new CappedBuffer(c.maxOutputBytes);
     const stderr = new CappedBuffer(c.maxOutputBytes);
-    let timedOut = false;
     let settled = false;
     let socket: Socket | undefined;
     const settle = (finish: () => void) => {
       if (settled) return;
       settled = true;
-      if (timer) clearTimeout(timer);
-      c.signal?.removeEventListener("abort", kill);
+      deadline.disarm();
       socket?.destroy();
       finish();
     };
-    const result = (code: number) => helperResult(code, stdout, stderr, timedOut);
-    const kill = () => settle(() => resolve(result(137)));
-    const timer =
-      c.timeoutMs !== undefined
-        ? setTimeout(() => {
-            timedOut = true;
-            kill();
-          }, c.timeoutMs)
-        : undefined;
-    c.signal?.addEventListener("abort", kill, { once: true });
+    const result = (code: number) => helperResult(code, stdout, stderr, deadline.timedOut);
+    const deadline = stopOnDeadlineOrAbort(c, () => settle(() => resolve(result(137))));
     const frames = new FrameReader({
       output: (stream, data) => (stream === STDOUT ? stdout : stderr).push(data),
       exit: (code) => settle(() => resolve(result(code))),

@@ -28,6 +28,35 @@ export function helperResult(
 }
 
 /**
+ * Calls `stop` at the deadline or when `signal` aborts, whichever comes
+ * first; `timedOut` says whether the deadline did it. `disarm` once the
+ * command is done.
+ */
+export function stopOnDeadlineOrAbort(
+  limits: { timeoutMs?: number | undefined; signal?: AbortSignal | undefined },
+  stop: () => void,
+): { readonly timedOut: boolean; disarm(): void } {
+  let timedOut = false;
+  const timer =
+    limits.timeoutMs !== undefined
+      ? setTimeout(() => {
+          timedOut = true;
+          stop();
+        }, limits.timeoutMs)
+      : undefined;
+  limits.signal?.addEventListener("abort", stop, { once: true });
+  return {
+    get timedOut() {
+      return timedOut;
+    },
+    disarm() {
+      if (timer) clearTimeout(timer);
+      limits.signal?.removeEventListener("abort", stop);
+    },
+  };
+}
+
+/**
  * Runs a helper to completion: stdin written then closed, output capped,
  * SIGTERM on timeout or abort (the nsexec helper turns that into SIGKILL
  * of the command's whole session).
@@ -41,23 +70,14 @@ export function runHelper(
     const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"] });
     const stdout = new CappedBuffer(options.maxOutputBytes);
     const stderr = new CappedBuffer(options.maxOutputBytes);
-    let timedOut = false;
-    const kill = () => {
+    const deadline = stopOnDeadlineOrAbort(options, () => {
       if (child.exitCode === null) child.kill("SIGTERM");
-    };
-    const timer =
-      options.timeoutMs !== undefined
-        ? setTimeout(() => {
-            timedOut = true;
-            kill();
-          }, options.timeoutMs)
-        : undefined;
-    options.signal?.addEventListener("abort", kill, { once: true });
+    });
     child.stdout.on("data", (c: Buffer) => stdout.push(c));
     child.stderr.on("data", (c: Buffer) => stderr.push(c));
     child.stdin.on("error", () => undefined); // the command may exit without reading its input
     child.once("error", (error) => {
-      if (timer) clearTimeout(timer);
+      deadline.disarm();
       reject(error);
     });
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -65,8 +85,7 @@ export function runHelper(
     const finish = () => {
       if (finished || !exit) return;
       finished = true;
-      if (timer) clearTimeout(timer);
-      options.signal?.removeEventListener("abort", kill);
+      deadline.disarm();
       child.stdout.destroy();
       child.stderr.destroy();
       resolve(
@@ -74,7 +93,7 @@ export function runHelper(
           exit.code ?? 128 + (exit.signal ? signalNumber(exit.signal) : 0),
           stdout,
           stderr,
-          timedOut,
+          deadline.timedOut,
         ),
       );
     };
