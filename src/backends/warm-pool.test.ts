@@ -92,11 +92,17 @@ describe("WarmPool", () => {
       vi.useRealTimers();
     });
 
-    it("waits for takes to go quiet (100 ms), but never longer than 2 s after the first", async () => {
-      const { p, made } = pool();
-      p.configure(new Map([["a", 3]]));
-      await p.settled();
+    /** A pool of `size` ready shells for key "a", then fake timers. */
+    async function filled(size: number, options: Parameters<typeof pool>[0] = {}) {
+      const filledPool = pool(options);
+      filledPool.p.configure(new Map([["a", size]]));
+      await filledPool.p.settled();
       vi.useFakeTimers();
+      return filledPool;
+    }
+
+    it("waits for takes to go quiet (100 ms), but never longer than 2 s after the first", async () => {
+      const { p, made } = await filled(3);
       p.take("a");
       await vi.advanceTimersByTimeAsync(90);
       expect(made()).toBe(3);
@@ -110,10 +116,7 @@ describe("WarmPool", () => {
 
     it("waits for starts still under way, but not past 2 s after the first take", async () => {
       let busy = true;
-      const { p, made } = pool({ busy: () => busy });
-      p.configure(new Map([["a", 2]]));
-      await p.settled();
-      vi.useFakeTimers();
+      const { p, made } = await filled(2, { busy: () => busy });
       p.take("a");
       await vi.advanceTimersByTimeAsync(500);
       expect(made()).toBe(2);
@@ -129,10 +132,7 @@ describe("WarmPool", () => {
     });
 
     it("a steady stream of takes still gets its refill, 2 s after the first take", async () => {
-      const { p, made } = pool();
-      p.configure(new Map([["a", 30]]));
-      await p.settled();
-      vi.useFakeTimers();
+      const { p, made } = await filled(30);
       // A take every 80 ms never leaves the pool quiet for 100 ms.
       for (let elapsed = 0; elapsed < 1920; elapsed += 80) {
         expect(p.take("a")).toBeDefined();
