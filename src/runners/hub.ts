@@ -305,7 +305,7 @@ export class RunnerHub {
     const now = this.clock.now();
     const updated = await new SandboxRepo(this.db).recordObserved(
       c.organizationId,
-      latestReports(reports).map((o) => observation(o, null, now)),
+      latestReports(reports).map((o) => observation(o, now)),
     );
     for (const [sandboxId, sandbox] of updated) this.events.emit(sandboxId, sandbox);
   }
@@ -315,7 +315,7 @@ export class RunnerHub {
     const updated = (
       await repo.recordObserved(record.organizationId, [
         {
-          ...observation(o, record.startedAt, this.clock.now()),
+          ...observation(o, this.clock.now()),
           status: nextStatus(record.status, o.status),
         },
       ])
@@ -463,13 +463,14 @@ function orphan(sandboxId: string, c: Connection): WireAssignment {
   };
 }
 
-function observation(o: ObservedSandbox, startedAt: Date | null, now: Date): Observation {
+/** A report as the store records it (a start time it lacks leaves the recorded one). */
+function observation(o: ObservedSandbox, now: Date): Observation {
   return {
     sandboxId: o.sandboxId,
     status: o.status,
     statusReason: o.statusReason,
     exitCode: o.exitCode,
-    startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : startedAt,
+    startedAt: o.startedAtMs !== null ? new Date(o.startedAtMs) : null,
     serviceAddress: o.serviceAddress,
     exposedPorts: o.exposedPorts,
     updatedAt: now,

@@ -13,9 +13,11 @@ import {
 
 const BASE = "/v1beta2/sandboxes";
 
-function flag(query: URLSearchParams, name: string): boolean {
+/** A true/false query parameter; `absent` when it is not given at all. */
+function flag(query: URLSearchParams, name: string, absent = false): boolean {
   const value = query.get(name);
-  if (value === null || value === "" || value === "false" || value === "0") return false;
+  if (value === null) return absent;
+  if (value === "" || value === "false" || value === "0") return false;
   if (value === "true" || value === "1") return true;
   throw invalidField(name, `must be true or false, found ${JSON.stringify(value)}`);
 }
@@ -89,8 +91,7 @@ export function sandboxRoutes(sandboxes: SandboxService): Route[] {
       },
       response: z.strictObject({}),
       async handle(ctx) {
-        const wait = ctx.query.get("wait") === null || flag(ctx.query, "wait");
-        await sandboxes.delete(ctx.principal, ctx.params.id ?? "", wait);
+        await sandboxes.delete(ctx.principal, ctx.params.id ?? "", flag(ctx.query, "wait", true));
         return {};
       },
     },

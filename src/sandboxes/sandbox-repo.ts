@@ -182,15 +182,7 @@ export class SandboxRepo {
       return new Map(
         rows.map((row) => [oneSandbox(organizationId, row.sandbox_id)[2], toSandbox(row)]),
       );
-    }).then(
-      (byKey) =>
-        new Map(
-          observations.flatMap((o) => {
-            const s = byKey.get(oneSandbox(organizationId, o.sandboxId)[2]);
-            return s ? [[o.sandboxId, s] as const] : [];
-          }),
-        ),
-    );
+    }).then((byKey) => new Map([...byKey.values()].map((s) => [s.sandboxId, s])));
   }
 
   /** What the user wants (stop, delete), and the status that says so. */

@@ -78,11 +78,7 @@ export class ReadCache<T> {
     const value = await load();
     const after = this.versions.snapshot(this.tables);
     // A write that finished meanwhile may or may not be in `value`.
-    if (sameVersions(before, after)) {
-      this.entries.delete(key);
-      if (this.entries.size >= MAX_ENTRIES) this.evictOldest();
-      this.entries.set(key, { value: copyOf(value), at: after });
-    }
+    if (sameVersions(before, after)) this.keep(key, value, after);
     return value;
   }
 
@@ -101,17 +97,19 @@ export class ReadCache<T> {
     const after = this.versions.snapshot(this.tables);
     for (const key of keys) this.entries.delete(key);
     if (after.every((v, i) => v === (before[i] ?? 0) + 1)) {
-      for (const [key, value] of values) {
-        if (this.entries.size >= MAX_ENTRIES) this.evictOldest();
-        this.entries.set(key, { value: copyOf(value), at: after });
-      }
+      for (const [key, value] of values) this.keep(key, value, after);
     }
     return values;
   }
 
-  private evictOldest(): void {
-    const oldest = this.entries.keys().next();
-    if (!oldest.done) this.entries.delete(oldest.value);
+  /** Keeps a copy of `value` as read at `at`, newest last; the oldest goes when full. */
+  private keep(key: string, value: T, at: number[]): void {
+    this.entries.delete(key);
+    if (this.entries.size >= MAX_ENTRIES) {
+      const oldest = this.entries.keys().next();
+      if (!oldest.done) this.entries.delete(oldest.value);
+    }
+    this.entries.set(key, { value: copyOf(value), at });
   }
 }
 
