@@ -1,5 +1,5 @@
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { PaddockClient } from "../client/client.js";
+import { answerFromWorker, inWorker } from "./worker.js";
 
 interface BurstOptions {
   url: string;
@@ -19,28 +19,12 @@ export function concurrentStarts(
   token: string,
   count: number,
 ): Promise<{ ms: number; ids: string[] }> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url), {
-      workerData: { url, token, count } satisfies BurstOptions,
-    });
-    worker.once("message", (m: { ms: number; ids: string[] } | { error: string }) =>
-      "error" in m ? reject(new Error(m.error)) : resolve(m),
-    );
-    worker.once("error", reject);
-    worker.once("exit", (code) => {
-      if (code !== 0) reject(new Error(`the burst worker exited with ${code}`));
-    });
-  });
+  return inWorker(import.meta.url, { url, token, count } satisfies BurstOptions, "burst");
 }
 
-if (!isMainThread && parentPort) {
-  const port = parentPort;
-  const { url, token, count } = workerData as BurstOptions;
-  void burst(new PaddockClient(url, token), count).then(
-    (result) => port.postMessage(result),
-    (error: unknown) => port.postMessage({ error: String(error) }),
-  );
-}
+answerFromWorker(({ url, token, count }: BurstOptions) =>
+  burst(new PaddockClient(url, token), count),
+);
 
 async function burst(client: PaddockClient, count: number): Promise<{ ms: number; ids: string[] }> {
   // A fresh thread compiles its HTTP client first: untimed.

@@ -1,5 +1,5 @@
 import http from "node:http";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { answerFromWorker, inWorker } from "./worker.js";
 
 export interface FixedRateOptions {
   url: string;
@@ -16,24 +16,15 @@ export interface FixedRateOptions {
  * sending and the timing of requests.
  */
 export function fixedRateLatenciesInWorker(options: FixedRateOptions): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url), { workerData: options });
-    worker.once("message", resolve);
-    worker.once("error", reject);
-    worker.once("exit", (code) => {
-      if (code !== 0) reject(new Error(`the load worker exited with ${code}`));
-    });
-  });
+  return inWorker(import.meta.url, options, "load");
 }
 
-if (!isMainThread && parentPort) {
-  const port = parentPort;
-  const options = workerData as FixedRateOptions;
-  // A fresh thread compiles its HTTP client first: one untimed second of the same load.
-  void fixedRateLatencies({ ...options, requests: options.ratePerSecond })
-    .then(() => fixedRateLatencies(options))
-    .then((latencies) => port.postMessage(latencies));
-}
+// A fresh thread compiles its HTTP client first: one untimed second of the same load.
+answerFromWorker((options: FixedRateOptions) =>
+  fixedRateLatencies({ ...options, requests: options.ratePerSecond }).then(() =>
+    fixedRateLatencies(options),
+  ),
+);
 
 /**
  * Open-loop load at a fixed request rate over a fixed pool of keep-alive
